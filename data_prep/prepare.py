@@ -1,0 +1,297 @@
+"""`mtmeta prepare`: corpora in; clean, tokenised, decontaminated tasks out.
+
+Output folder layout:
+
+    summary.json                 counts per step and language, vocabularies, fingerprint
+    vocab/en.model               English target vocabulary (sentencepiece)
+    vocab/<xx>.model             per-language source vocabulary (or vocab/src.model, joint mode)
+    data/<xx>-en/{train,valid}.npz   binarised training pairs per language
+    text/<xx>-en/<role>/<name>.{xx,en}  protected sets (adapt, valid, test): source normalised, reference verbatim
+
+The folder is written under a temporary name and renamed when complete, so
+an interrupted run never leaves a folder that looks finished.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import shutil
+import time
+from collections import Counter, defaultdict
+from dataclasses import asdict
+from pathlib import Path
+
+from mtmeta.config import PrepareConfig, SourceSpec
+from mtmeta.errors import ConfigError, DataError
+from mtmeta.data import save_pairs
+
+from . import sources
+from .cleaning import (
+    CleaningRules,
+    clean_train_text,
+    dedup_and_decontaminate,
+    match_key,
+    normalize,
+    normalize_protected,
+    protected_keys,
+)
+from .corpus import TARGET_LANG, TRAIN_ROLES, ParallelText
+from .vocab import train_vocab
+
+SUMMARY = "summary.json"
+FORMAT_VERSION = 1
+
+
+def load_sources(specs: list[SourceSpec]) -> list[ParallelText]:
+    texts: list[ParallelText] = []
+    for spec in specs:
+        if spec.type == "pack":
+            texts += sources.load_pack(spec.path, langs=spec.langs or None)
+        elif spec.type == "files":
+            texts.append(sources.load_plain_files(spec.path, spec.tgt_path, spec.lang, spec.role, spec.name or None))
+        elif spec.type == "hf":
+            texts.append(
+                sources.load_hf_dataset(
+                    spec.path,
+                    spec.lang,
+                    spec.role,
+                    name=spec.name or None,
+                    split=spec.split,
+                    config_name=spec.config_name or None,
+                    src_column=spec.src_column or None,
+                    tgt_column=spec.tgt_column or None,
+                )
+            )
+        elif spec.type == "sacrebleu":
+            texts.append(sources.load_sacrebleu(spec.path, spec.lang, role=spec.role, name=spec.name or None))
+    return texts
+
+
+def fingerprint(cfg: PrepareConfig, texts: list[ParallelText]) -> str:
+    h = hashlib.sha256()
+    settings = asdict(cfg)
+    settings.pop("output")
+    h.update(json.dumps([FORMAT_VERSION, settings], sort_keys=True).encode())
+    for t in texts:
+        h.update(f"{t.lang}\t{t.role}\t{t.name}\t{len(t)}\n".encode())
+        for s, e in zip(t.src, t.tgt):
+            h.update(s.encode())
+            h.update(b"\t")
+            h.update(e.encode())
+            h.update(b"\n")
+    return h.hexdigest()
+
+
+def load_summary(folder: str | Path) -> dict:
+    path = Path(folder) / SUMMARY
+    if not path.is_file():
+        raise DataError(f"{folder}: not a prepared folder (no {SUMMARY}); run `mtmeta prepare` first")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: corrupt summary ({e}); re-run `mtmeta prepare`") from None
+
+
+def prepare(cfg: PrepareConfig, log=print) -> dict:
+    cfg.validate()
+    started = time.time()
+    out = Path(cfg.output)
+    log(f"loading {len(cfg.sources)} source(s)")
+    texts = load_sources(cfg.sources)
+    if not texts:
+        raise DataError("the sources hold no parallel text")
+    fp = fingerprint(cfg, texts)
+    if (out / SUMMARY).is_file():
+        try:
+            old = load_summary(out)
+        except DataError:
+            old = {}
+        if old.get("fingerprint") == fp:
+            log(f"{out}: already prepared from the same inputs and settings; reusing it")
+            return old
+
+    train_langs = cfg.train_langs or sorted({t.lang for t in texts if t.role in TRAIN_ROLES})
+    target_langs = cfg.target_langs or sorted({t.lang for t in texts if t.role == "adapt"})
+    have_train = {t.lang for t in texts if t.role in TRAIN_ROLES}
+    missing = [lang for lang in train_langs if lang not in have_train]
+    if missing:
+        raise ConfigError(f"train_langs {missing} have no meta-train text in the sources")
+    if not train_langs:
+        raise DataError("no meta-train text in the sources")
+    have_adapt = {t.lang for t in texts if t.role == "adapt"}
+    missing = [lang for lang in target_langs if lang not in have_adapt]
+    if missing:
+        raise ConfigError(f"target_langs {missing} have no adapt set in the sources")
+
+    protected = [t for t in texts if t.role not in TRAIN_ROLES]
+    src_keys, en_keys = protected_keys(protected)
+    raw_overlap = _raw_english_overlap(texts)
+    log(
+        f"{len(protected)} protected set(s) ({len(en_keys)} English sentences); meta-train English lines found in "
+        f"adapt/valid/test: {raw_overlap['meta_train_en_lines_in_adapt_valid_test']}, "
+        f"in any protected set (adapt-extra too): {raw_overlap['meta_train_en_lines_in_any_protected_set']}"
+    )
+
+    tmp = out.with_name(out.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+
+    rules = CleaningRules(cfg.max_len_tokens, cfg.max_len_ratio, cfg.ratio_min_chars)
+    rng = random.Random(cfg.seed)
+    counts: dict[str, dict] = {}
+    train_text: dict[str, tuple[list[str], list[str]]] = {}
+    valid_text: dict[str, tuple[list[str], list[str]]] = {}
+    by_lang = defaultdict(list)
+    for t in texts:
+        if t.role in TRAIN_ROLES and t.lang in train_langs:
+            by_lang[t.lang].append(t)
+    for lang in train_langs:
+        c: Counter = Counter()
+        c["input"] = sum(len(t) for t in by_lang[lang])
+        src, tgt = [], []
+        for t in by_lang[lang]:
+            cleaned = clean_train_text(t, rules, c)
+            src += cleaned.src
+            tgt += cleaned.tgt
+        src, tgt = dedup_and_decontaminate(src, tgt, src_keys, en_keys, c)
+        order = list(range(len(src)))
+        rng.shuffle(order)
+        if cfg.max_pairs_per_lang and len(order) > cfg.max_pairs_per_lang:
+            c["capped"] = len(order) - cfg.max_pairs_per_lang
+            order = order[: cfg.max_pairs_per_lang]
+        n_valid = min(cfg.valid_per_lang, len(order) // 10)
+        valid_idx, train_idx = order[:n_valid], order[n_valid:]
+        train_text[lang] = ([src[i] for i in train_idx], [tgt[i] for i in train_idx])
+        valid_text[lang] = ([src[i] for i in valid_idx], [tgt[i] for i in valid_idx])
+        c["train"], c["valid"] = len(train_idx), len(valid_idx)
+        counts[lang] = dict(c)
+        log(
+            f"  {lang}-en: {c['input']:>6} in -> {c['train']:>6} train + {c['valid']} valid "
+            f"(empty {c['empty']}, long {c['too_long']}, ratio {c['length_ratio']}, "
+            f"contaminated en {c['contaminated_en']} src {c['contaminated_src']}, dup {c['duplicate']})"
+        )
+
+    # Belt and braces: the written training data must share no sentence
+    # with a protected set, whatever the filters above did.
+    leaks = sum(
+        1 for lang in train_langs for split in (train_text, valid_text) for t in split[lang][1] if match_key(t) in en_keys
+    )
+    if leaks:
+        raise DataError(f"internal error: {leaks} contaminated English lines survived decontamination")
+
+    log("training sentencepiece vocabularies")
+    en_vocab = train_vocab([t for lang in train_langs for t in train_text[lang][1]], TARGET_LANG, cfg.tgt_vocab_size, cfg.seed)
+    (tmp / "vocab").mkdir()
+    en_vocab.save(tmp / "vocab" / "en.model")
+    src_vocabs = {}
+    if cfg.vocab_mode == "joint":
+        joint = train_vocab(
+            [s for lang in train_langs for s in train_text[lang][0]], "src", cfg.joint_vocab_size, cfg.seed
+        )
+        joint.save(tmp / "vocab" / "src.model")
+        src_vocabs = {lang: joint for lang in train_langs}
+    else:
+        for lang in train_langs:
+            v = train_vocab(train_text[lang][0], lang, cfg.src_vocab_size, cfg.seed)
+            v.save(tmp / "vocab" / f"{lang}.model")
+            src_vocabs[lang] = v
+
+    log("binarising")
+    lang_info = {}
+    for lang in train_langs:
+        for split, store in (("train", train_text), ("valid", valid_text)):
+            s_ids = src_vocabs[lang].encode_batch(store[lang][0]) if store[lang][0] else []
+            t_ids = en_vocab.encode_batch(store[lang][1]) if store[lang][1] else []
+            save_pairs(tmp / "data" / f"{lang}-en" / f"{split}.npz", s_ids, t_ids)
+            if split == "train":
+                lang_info[lang] = {
+                    "pairs": len(s_ids),
+                    "src_tokens": sum(map(len, s_ids)),
+                    "tgt_tokens": sum(map(len, t_ids)),
+                    "src_vocab": len(src_vocabs[lang]),
+                }
+
+    protected_info = []
+    for t in protected:
+        t = normalize_protected(t)
+        folder = tmp / "text" / t.pair / t.role
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{t.name}.{t.lang}").write_text("\n".join(t.src) + "\n", encoding="utf-8")
+        (folder / f"{t.name}.en").write_text("\n".join(t.tgt) + "\n", encoding="utf-8")
+        protected_info.append({"lang": t.lang, "role": t.role, "name": t.name, "lines": len(t), "origin": t.origin})
+
+    totals = Counter()
+    for c in counts.values():
+        totals.update(c)
+    summary = {
+        "format": FORMAT_VERSION,
+        "fingerprint": fp,
+        "config": asdict(cfg),
+        "vocab_mode": cfg.vocab_mode,
+        "train_langs": train_langs,
+        "target_langs": target_langs,
+        "tgt_vocab": len(en_vocab),
+        "languages": lang_info,
+        "counts": counts,
+        "totals": dict(totals),
+        "contamination": {
+            **raw_overlap,
+            "pairs_removed_english": totals["contaminated_en"],
+            "pairs_removed_source": totals["contaminated_src"],
+            "verified_no_overlap": True,
+        },
+        "protected": protected_info,
+        "seconds": round(time.time() - started, 1),
+    }
+    (tmp / SUMMARY).write_text(json.dumps(summary, indent=1, ensure_ascii=False), encoding="utf-8")
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    log(
+        f"prepared {len(train_langs)} training language(s), {totals['train']} training pairs; removed "
+        f"{totals['contaminated_en'] + totals['contaminated_src']} contaminated and {totals['duplicate']} duplicate pairs "
+        f"-> {out}"
+    )
+    return summary
+
+
+def _raw_english_overlap(texts: list[ParallelText]) -> dict:
+    """Meta-train English lines that occur in protected sets, compared after
+    whitespace normalisation only (how the pack README counts them)."""
+    ws = lambda s: " ".join(s.split())  # noqa: E731
+    core = {ws(t) for x in texts if x.role in ("adapt", "adapt-valid", "test") for t in x.tgt} - {""}
+    extra = {ws(t) for x in texts if x.role not in TRAIN_ROLES for t in x.tgt} - {""}
+    train = [ws(t) for x in texts if x.role in TRAIN_ROLES for t in x.tgt]
+    return {
+        "meta_train_en_lines_in_adapt_valid_test": sum(t in core for t in train),
+        "meta_train_en_lines_in_any_protected_set": sum(t in extra for t in train),
+        "distinct_en_sentences_in_any_protected_set": len({t for t in train if t in extra}),
+    }
+
+
+def protected_files(folder: str | Path, lang: str, role: str, name: str | None = None) -> tuple[Path, Path, str]:
+    """Source and reference paths of a protected set in a prepared folder."""
+    base = Path(folder) / "text" / f"{lang}-{TARGET_LANG}" / role
+    if not base.is_dir():
+        raise DataError(f"{base}: no {role} set for {lang!r} in the prepared folder")
+    names = sorted(p.stem for p in base.glob(f"*.{lang}"))
+    if name is None:
+        if not names:
+            raise DataError(f"{base}: no {role} set for {lang!r}")
+        name = names[0]
+    src, ref = base / f"{name}.{lang}", base / f"{name}.en"
+    if not src.is_file():
+        raise DataError(f"{src}: no {role} set named {name!r} for {lang!r} (have: {', '.join(names) or 'none'})")
+    return src, ref, name
+
+
+def read_protected(folder, lang, role, name=None) -> ParallelText:
+    src, ref, name = protected_files(folder, lang, role, name)
+    s = src.read_text(encoding="utf-8").split("\n")[:-1]
+    r = ref.read_text(encoding="utf-8").split("\n")[:-1]
+    return ParallelText(lang, role, name, s, r, str(src))
+
+
+__all__ = ["prepare", "load_summary", "protected_files", "read_protected", "normalize"]

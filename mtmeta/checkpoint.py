@@ -1,0 +1,99 @@
+"""Self-contained checkpoints of plain state.
+
+A checkpoint holds only tensors, numbers, strings and bytes (the
+sentencepiece models), so it loads with torch's `weights_only=True`: no
+pickled classes, no argparse/omegaconf objects, nothing that runs code on
+load. It is written to a temporary file and renamed, so a kill mid-write
+leaves the previous checkpoint intact.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from data_prep.vocab import Vocab
+from .config import ModelConfig, from_dict
+from .errors import CheckpointError, ConfigError
+from .model import MultilingualTransformer
+
+FORMAT = 1
+
+
+@dataclass
+class Bundle:
+    """A model with the vocabularies it reads and writes."""
+
+    model: MultilingualTransformer
+    tgt_vocab: Vocab
+    src_vocabs: dict[str, Vocab]  # by source table name
+
+    def languages(self) -> list[str]:
+        return self.model.src_embed.languages()
+
+    def src_vocab(self, lang: str) -> Vocab:
+        table = self.model.src_embed.lang_table.get(lang)
+        if table is None:
+            raise ConfigError(
+                f"the model does not know source language {lang!r} (knows: {', '.join(self.languages())}); "
+                f"adapt it first with `mtmeta adapt --lang {lang}`"
+            )
+        return self.src_vocabs[table]
+
+    def src_offset(self, lang: str) -> int:
+        self.src_vocab(lang)
+        return self.model.src_embed.offset(lang)
+
+
+def save_checkpoint(path: str | Path, bundle: Bundle, **extra) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        "format": FORMAT,
+        "model_config": dataclasses.asdict(bundle.model.cfg),
+        "layout": bundle.model.layout(),
+        "model": bundle.model.state_dict(),
+        "tgt_vocab": bundle.tgt_vocab.proto,
+        "src_vocabs": {name: v.proto for name, v in bundle.src_vocabs.items()},
+        **extra,
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: {msg})") from None
+    except Exception as e:  # weights_only refuses anything but plain state
+        raise CheckpointError(f"{path}: refused to load ({type(e).__name__}); mtmeta checkpoints hold plain state only") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT or "model" not in state:
+        raise CheckpointError(f"{path}: not an mtmeta checkpoint (format {state.get('format') if isinstance(state, dict) else '?'})")
+    return state
+
+
+def bundle_from_state(state: dict, path: str | Path = "checkpoint") -> Bundle:
+    cfg = from_dict(ModelConfig, state["model_config"])
+    model = MultilingualTransformer.from_layout(cfg, state["layout"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not match the recorded model ({str(e).splitlines()[0]})") from None
+    tgt = Vocab(state["tgt_vocab"], "en")
+    src = {name: Vocab(proto, name) for name, proto in state["src_vocabs"].items()}
+    return Bundle(model, tgt, src)
+
+
+def load_bundle(path: str | Path) -> tuple[Bundle, dict]:
+    state = read_checkpoint(path)
+    return bundle_from_state(state, path), state

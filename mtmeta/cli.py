@@ -1,0 +1,320 @@
+"""The `mtmeta` command line.
+
+Each command reads its settings from a YAML file (`--config`, a recipe or
+the command's own section) and lets flags override them; the merged result
+is validated before anything runs. Problems with input are one line on
+stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from . import config as C
+from .errors import ConfigError, DataError, MtmetaError
+
+
+def _section(path: str | None, cls: type, key: str):
+    """The `key` section of a recipe file, or the whole file if it has no
+    such section; defaults when no file is given."""
+    if not path:
+        return cls()
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if isinstance(data, dict) and key in data:
+        data = data[key]
+    return C.from_dict(cls, data, where=f"{p.name}:{key}")
+
+
+def _override(cfg, **values):
+    changes = {k: v for k, v in values.items() if v is not None}
+    return dataclasses.replace(cfg, **changes)
+
+
+def _quiet(args) -> bool:
+    return bool(getattr(args, "quiet", False))
+
+
+def _log(args):
+    return (lambda *_: None) if _quiet(args) else (lambda msg: print(msg, file=sys.stderr, flush=True))
+
+
+# --- commands ----------------------------------------------------------------
+
+
+def cmd_prepare(args) -> int:
+    from data_prep.prepare import prepare
+
+    cfg = _section(args.config, C.PrepareConfig, "prepare")
+    if args.pack:
+        cfg.sources = [C.SourceSpec(type="pack", path=args.pack)]
+    for spec in args.source or []:
+        cfg.sources.append(C.from_dict(C.SourceSpec, _kv(spec), where="--source"))
+    cfg = _override(
+        cfg,
+        output=args.output,
+        train_langs=args.train_langs,
+        target_langs=args.target_langs,
+        vocab_mode=args.vocab_mode,
+        max_pairs_per_lang=args.max_pairs_per_lang,
+        src_vocab_size=args.src_vocab_size,
+        tgt_vocab_size=args.tgt_vocab_size,
+    )
+    summary = prepare(cfg, log=_log(args))
+    print(json.dumps({k: summary[k] for k in ("train_langs", "target_langs", "totals", "contamination")}, indent=1))
+    return 0
+
+
+def _kv(spec: str) -> dict:
+    """'type=hf,path=x,lang=ro' -> dict (for --source)."""
+    out = {}
+    for part in spec.split(","):
+        if "=" not in part:
+            raise ConfigError(f"--source {spec!r}: expected key=value pairs separated by commas")
+        k, v = part.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def cmd_train(args) -> int:
+    from .training import train
+
+    cfg = _section(args.config, C.TrainConfig, "train")
+    if args.preset:
+        cfg.model = dataclasses.replace(C.MODEL_PRESETS[args.preset])
+    cfg = _override(
+        cfg,
+        data=args.data,
+        output=args.output,
+        strategy=args.strategy,
+        langs=args.langs,
+        parent_lang=args.parent_lang,
+        max_steps=args.max_steps,
+        max_minutes=args.max_minutes,
+        max_train_tokens=args.max_train_tokens,
+        max_tokens=args.max_tokens,
+        lr=args.lr,
+        seed=args.seed,
+        validate_every=args.validate_every,
+        save_every=args.save_every,
+    )
+    result = train(cfg, log=_log(args), progress=not _quiet(args), resume=not args.restart)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+def cmd_adapt(args) -> int:
+    from .adaptation import adapt
+
+    cfg = _section(args.config, C.AdaptConfig, "adapt")
+    if args.scratch:
+        cfg.checkpoint = ""
+    if args.preset:
+        cfg.model = dataclasses.replace(C.MODEL_PRESETS[args.preset])
+    cfg = _override(
+        cfg,
+        checkpoint=args.checkpoint,
+        lang=args.lang,
+        data=args.data,
+        output=args.output,
+        tune=args.tune,
+        train_files=args.train_files,
+        valid_files=args.valid_files,
+        max_steps=args.max_steps,
+        max_minutes=args.max_minutes,
+        max_tokens=args.max_tokens,
+        lr=args.lr,
+        seed=args.seed,
+        validate_every=args.validate_every,
+        patience=args.patience,
+    )
+    result = adapt(cfg, log=_log(args), progress=not _quiet(args), resume=not args.restart)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+def cmd_translate(args) -> int:
+    from data_prep.sources import read_lines
+    from .checkpoint import load_bundle
+    from .decoding import translate
+
+    C.check_lang(args.lang, "--lang")
+    bundle, _ = load_bundle(args.checkpoint)
+    bundle.src_vocab(args.lang)  # unknown language: fail before reading input
+    if args.input and args.input != "-":
+        lines = read_lines(args.input)
+        where = args.input
+    else:
+        try:
+            lines = [line.rstrip("\r\n") for line in sys.stdin]
+        except UnicodeDecodeError as e:
+            raise DataError(f"stdin: not UTF-8 (byte {e.start})") from None
+        where = "stdin"
+    if not lines:
+        raise DataError(f"{where}: no input sentences")
+    hyps = translate(bundle, args.lang, lines, beam=args.beam, batch_sentences=args.batch_size, progress=not _quiet(args) and len(lines) > args.batch_size)
+    text = "\n".join(hyps) + "\n"
+    if args.output:
+        out = Path(args.output)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(out)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from evaluation.scoring import score_files, write_json
+
+    if args.hyp or args.ref:
+        if not (args.hyp and args.ref):
+            raise ConfigError("--hyp and --ref go together")
+        result = score_files(args.hyp, args.ref)
+        if args.output:
+            write_json(result, args.output)
+    else:
+        from .evaluate import evaluate_checkpoint
+
+        if not (args.checkpoint and args.lang):
+            raise ConfigError("evaluate needs --checkpoint and --lang (or --hyp and --ref)")
+        C.check_lang(args.lang, "--lang")
+        result = evaluate_checkpoint(
+            args.checkpoint,
+            args.lang,
+            args.data,
+            args.output_dir,
+            test=args.test,
+            beam=args.beam,
+            batch_sentences=args.batch_size,
+            max_sentences=args.max_sentences or 0,
+            progress=not _quiet(args),
+        )
+    print(json.dumps(result, indent=1, ensure_ascii=False))
+    return 0
+
+
+def cmd_recipe(args) -> int:
+    from .recipe import run_recipe
+
+    cfg = C.load_yaml(args.file, C.RecipeConfig)
+    run_recipe(cfg, log=_log(args), progress=not _quiet(args))
+    return 0
+
+
+# --- parser --------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mtmeta", description="Low-resource X->English translation: prepare, train, adapt, translate, evaluate.")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or log lines")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("prepare", help="clean, decontaminate and tokenise corpora into training tasks")
+    s.add_argument("--config", help="YAML with a 'prepare' section (a recipe) or PrepareConfig fields")
+    s.add_argument("--pack", help="corpus folder in the offline pack layout (replaces the config's sources)")
+    s.add_argument("--source", action="append", help="extra source, e.g. type=hf,path=DIR,lang=ro,role=adapt")
+    s.add_argument("--output")
+    s.add_argument("--train-langs", nargs="+")
+    s.add_argument("--target-langs", nargs="+")
+    s.add_argument("--vocab-mode", choices=["per_language", "joint"])
+    s.add_argument("--max-pairs-per-lang", type=int)
+    s.add_argument("--src-vocab-size", type=int)
+    s.add_argument("--tgt-vocab-size", type=int)
+    s.set_defaults(func=cmd_prepare)
+
+    s = sub.add_parser("train", help="pre-train on the source pairs (resumes from OUTPUT/last.pt)")
+    s.add_argument("--config")
+    s.add_argument("--data")
+    s.add_argument("--output")
+    s.add_argument("--strategy", choices=["multitask", "transfer"])
+    s.add_argument("--preset", choices=list(C.MODEL_PRESETS))
+    s.add_argument("--langs", nargs="+")
+    s.add_argument("--parent-lang")
+    s.add_argument("--max-steps", type=int)
+    s.add_argument("--max-minutes", type=float)
+    s.add_argument("--max-train-tokens", type=int)
+    s.add_argument("--max-tokens", type=int, help="tokens per batch")
+    s.add_argument("--lr", type=float)
+    s.add_argument("--seed", type=int)
+    s.add_argument("--validate-every", type=int)
+    s.add_argument("--save-every", type=int)
+    s.add_argument("--restart", action="store_true", help="ignore OUTPUT/last.pt and start over")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("adapt", help="fine-tune on a new language's small parallel set")
+    s.add_argument("--config")
+    s.add_argument("--checkpoint")
+    s.add_argument("--scratch", action="store_true", help="no pre-trained model: train on the adapt set alone")
+    s.add_argument("--preset", choices=list(C.MODEL_PRESETS), help="model size with --scratch")
+    s.add_argument("--lang")
+    s.add_argument("--data", help="prepared folder holding the language's adapt and valid sets")
+    s.add_argument("--train-files", nargs=2, metavar=("SRC", "EN"))
+    s.add_argument("--valid-files", nargs=2, metavar=("SRC", "EN"))
+    s.add_argument("--output")
+    s.add_argument("--tune", choices=["all", "emb_enc", "emb"])
+    s.add_argument("--max-steps", type=int)
+    s.add_argument("--max-minutes", type=float)
+    s.add_argument("--max-tokens", type=int)
+    s.add_argument("--lr", type=float)
+    s.add_argument("--seed", type=int)
+    s.add_argument("--validate-every", type=int)
+    s.add_argument("--patience", type=int)
+    s.add_argument("--restart", action="store_true")
+    s.set_defaults(func=cmd_adapt)
+
+    s = sub.add_parser("translate", help="translate stdin or a file into English")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--lang", required=True)
+    s.add_argument("--input", help="file (default: stdin)")
+    s.add_argument("--output", help="file (default: stdout)")
+    s.add_argument("--beam", type=int, default=4)
+    s.add_argument("--batch-size", type=int, default=64, help="sentences per batch")
+    s.set_defaults(func=cmd_translate)
+
+    s = sub.add_parser("evaluate", help="score a checkpoint on a test set, or hypothesis/reference files")
+    s.add_argument("--checkpoint")
+    s.add_argument("--lang")
+    s.add_argument("--data", default="work/prepared")
+    s.add_argument("--test", help="test set name (default: the language's test set)")
+    s.add_argument("--output-dir", default="work/eval")
+    s.add_argument("--beam", type=int, default=4)
+    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--max-sentences", type=int)
+    s.add_argument("--hyp")
+    s.add_argument("--ref")
+    s.add_argument("--output", help="with --hyp/--ref: JSON file to write")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("recipe", help="run an experiment recipe")
+    rs = s.add_subparsers(dest="action", required=True)
+    r = rs.add_parser("run", help="prepare, train, adapt and evaluate as the recipe says")
+    r.add_argument("file")
+    r.set_defaults(func=cmd_recipe)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except MtmetaError as e:
+        print(f"mtmeta: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mtmeta: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,292 @@
+"""Typed configuration. Everything an experiment does is one of these
+dataclasses; YAML recipes and CLI flags are converted and validated here, at
+the edge, so the rest of the code can trust its inputs."""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+import yaml
+
+from .errors import ConfigError
+
+LANG_RE = re.compile(r"^[a-z]{2,3}$")
+
+
+def check_lang(code: str, what: str = "language") -> str:
+    if not isinstance(code, str) or not LANG_RE.match(code):
+        raise ConfigError(f"{what} {code!r} is not a language code (expected 2-3 lowercase letters, e.g. 'ro')")
+    return code
+
+
+@dataclass
+class SourceSpec:
+    """One input corpus for `mtmeta prepare`."""
+
+    type: str = "pack"  # pack | files | hf | sacrebleu
+    path: str = ""  # pack folder, HF dataset name or saved folder, sacrebleu test set
+    lang: str = ""  # source language (files / hf / sacrebleu)
+    role: str = "meta-train"
+    name: str = ""
+    tgt_path: str = ""  # files: English side
+    split: str = "train"  # hf
+    config_name: str = ""  # hf
+    src_column: str = ""  # hf
+    tgt_column: str = ""  # hf
+    langs: list[str] = field(default_factory=list)  # pack: filter
+
+    def validate(self) -> None:
+        if self.type not in ("pack", "files", "hf", "sacrebleu"):
+            raise ConfigError(f"source type {self.type!r} unknown (pack, files, hf, sacrebleu)")
+        if not self.path:
+            raise ConfigError(f"source of type {self.type!r} needs a path")
+        if self.type != "pack":
+            check_lang(self.lang, f"source {self.path}: lang")
+        if self.type == "files" and not self.tgt_path:
+            raise ConfigError(f"source {self.path}: type 'files' needs tgt_path (the English side)")
+        for lang in self.langs:
+            check_lang(lang, f"source {self.path}: langs entry")
+
+
+@dataclass
+class PrepareConfig:
+    sources: list[SourceSpec] = field(default_factory=lambda: [SourceSpec(type="pack", path="../shared/corpus")])
+    output: str = "work/prepared"
+    train_langs: list[str] = field(default_factory=list)  # empty: every meta-train language found
+    target_langs: list[str] = field(default_factory=list)  # empty: every language with an adapt set
+    vocab_mode: str = "per_language"  # per_language | joint
+    src_vocab_size: int = 4000
+    joint_vocab_size: int = 16000
+    tgt_vocab_size: int = 8000
+    max_len_tokens: int = 200  # whitespace words; longer pairs are dropped
+    max_len_ratio: float = 4.0  # char-length ratio between sides
+    ratio_min_chars: int = 12  # ratio filter only applies when both sides are at least this long
+    valid_per_lang: int = 100  # held out from each training language for validation
+    max_pairs_per_lang: int = 0  # 0: all; >0 caps each language (quick runs)
+    seed: int = 1
+
+    def validate(self) -> None:
+        for s in self.sources:
+            s.validate()
+        if not self.sources:
+            raise ConfigError("prepare needs at least one source")
+        if self.vocab_mode not in ("per_language", "joint"):
+            raise ConfigError(f"vocab_mode {self.vocab_mode!r} unknown (per_language, joint)")
+        for lang in self.train_langs + self.target_langs:
+            check_lang(lang)
+        for name in ("src_vocab_size", "joint_vocab_size", "tgt_vocab_size", "max_len_tokens"):
+            if getattr(self, name) < 8:
+                raise ConfigError(f"{name} must be at least 8")
+        if self.max_len_ratio <= 1:
+            raise ConfigError("max_len_ratio must be > 1")
+
+
+@dataclass
+class ModelConfig:
+    embed_dim: int = 256
+    ffn_dim: int = 1024
+    encoder_layers: int = 3
+    decoder_layers: int = 3
+    heads: int = 4
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    max_positions: int = 256
+    embedding: str = "tables"  # tables (one table per language) | ulr (issue 3)
+
+    def validate(self) -> None:
+        if self.embed_dim % self.heads:
+            raise ConfigError(f"embed_dim {self.embed_dim} must be divisible by heads {self.heads}")
+        if self.embedding not in ("tables", "ulr"):
+            raise ConfigError(f"model.embedding {self.embedding!r} unknown (tables, ulr)")
+        for name in ("embed_dim", "ffn_dim", "encoder_layers", "decoder_layers", "heads", "max_positions"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"model.{name} must be positive")
+
+
+MODEL_PRESETS = {
+    # ~7M parameters without the per-language source tables: trains at a few
+    # thousand tokens/s on a 2-core CPU.
+    "cpu": ModelConfig(),
+    # MetaNMT paper sizes (Gu et al. 2018): 6+6 layers, d_model 512, FFN 512, 8 heads.
+    "paper": ModelConfig(embed_dim=512, ffn_dim=512, encoder_layers=6, decoder_layers=6, heads=8),
+    # For tests: trains in seconds.
+    "tiny": ModelConfig(embed_dim=32, ffn_dim=64, encoder_layers=1, decoder_layers=1, heads=2, max_positions=128),
+}
+
+
+@dataclass
+class TrainConfig:
+    data: str = "work/prepared"
+    output: str = "work/runs/multitask"
+    strategy: str = "multitask"  # multitask | transfer
+    model: ModelConfig = field(default_factory=ModelConfig)
+    langs: list[str] = field(default_factory=list)  # empty: all prepared training languages
+    parent_lang: str = ""  # transfer: the one high-resource parent pair
+    temperature: float = 5.0  # language sampling p ~ n^(1/T)
+    max_tokens: int = 4000  # per batch, source or target side
+    lr: float = 5e-4
+    warmup_steps: int = 500
+    label_smoothing: float = 0.1
+    clip_norm: float = 1.0
+    max_steps: int = 0  # budgets: 0 = unlimited; training stops at the first one reached
+    max_minutes: float = 0.0
+    max_train_tokens: int = 0
+    validate_every: int = 200
+    bleu_sentences: int = 100  # per validation, decoded greedily
+    save_every: int = 200
+    patience: int = 0  # validations without improvement before stopping; 0 = never
+    select_metric: str = "loss"  # which validation score picks best.pt: loss | bleu | chrf
+    seed: int = 1
+    log_every: int = 20
+
+    def validate(self) -> None:
+        self.model.validate()
+        if self.strategy not in ("multitask", "transfer"):
+            raise ConfigError(
+                f"strategy {self.strategy!r} unknown (multitask, transfer; 'scratch' is `mtmeta adapt --scratch`)"
+            )
+        if self.select_metric not in ("loss", "bleu", "chrf"):
+            raise ConfigError(f"select_metric {self.select_metric!r} unknown (loss, bleu, chrf)")
+        if self.strategy == "transfer":
+            check_lang(self.parent_lang, "transfer parent_lang")
+        for lang in self.langs:
+            check_lang(lang)
+        if not (self.max_steps or self.max_minutes or self.max_train_tokens):
+            raise ConfigError("set a budget: max_steps, max_minutes or max_train_tokens")
+        if self.max_tokens < 16:
+            raise ConfigError("max_tokens must be at least 16")
+        if self.temperature <= 0:
+            raise ConfigError("temperature must be positive")
+
+
+@dataclass
+class AdaptConfig:
+    checkpoint: str = "work/runs/multitask/best.pt"  # empty: train from scratch on the adapt set
+    lang: str = "ro"
+    data: str = "work/prepared"  # prepared folder holding the language's adapt/valid texts
+    train_files: list[str] = field(default_factory=list)  # or your own: [source file, English file]
+    valid_files: list[str] = field(default_factory=list)  # and [source file, English file] for validation
+    output: str = "work/runs/adapt-ro"
+    tune: str = "all"  # all | emb_enc | emb
+    src_vocab_size: int = 2000
+    max_tokens: int = 2000
+    lr: float = 3e-4
+    warmup_steps: int = 50
+    label_smoothing: float = 0.1
+    clip_norm: float = 1.0
+    max_steps: int = 600
+    max_minutes: float = 0.0
+    validate_every: int = 50
+    bleu_sentences: int = 212
+    patience: int = 4
+    select_metric: str = "chrf"  # chrF is smoother than BLEU at the low scores of early adaptation
+    save_every: int = 0
+    log_every: int = 10
+    model: ModelConfig = field(default_factory=ModelConfig)  # only used from scratch
+    seed: int = 1
+
+    def validate(self) -> None:
+        check_lang(self.lang, "adapt lang")
+        if self.select_metric not in ("loss", "bleu", "chrf"):
+            raise ConfigError(f"select_metric {self.select_metric!r} unknown (loss, bleu, chrf)")
+        if not self.checkpoint:
+            self.model.validate()
+        if self.tune not in ("all", "emb_enc", "emb"):
+            raise ConfigError(f"tune {self.tune!r} unknown (all, emb_enc, emb)")
+        if self.max_steps < 1 and self.max_minutes <= 0:
+            raise ConfigError("set a budget: max_steps or max_minutes")
+
+
+@dataclass
+class EvalConfig:
+    lang: str = "ro"
+    test: str = ""  # test set name in the prepared folder; empty: the language's 'test' role
+    beam: int = 4
+    batch_sentences: int = 64
+    max_sentences: int = 0  # 0: the full test set
+
+
+@dataclass
+class RecipeConfig:
+    """A whole experiment: prepare, train, adapt each target, evaluate."""
+
+    name: str = "quick"
+    workdir: str = "work/quick"
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
+    targets: list[str] = field(default_factory=lambda: ["ro"])
+    evaluate: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> None:
+        self.prepare.validate()
+        self.train.validate()
+        for t in self.targets:
+            check_lang(t, "recipe target")
+
+
+# --- dict <-> dataclass -----------------------------------------------------
+
+
+def from_dict(cls: type, data: Any, where: str = ""):
+    """Build dataclass `cls` from nested dicts, rejecting unknown keys and
+    wrong types with the key's path in the message."""
+    if data is None:
+        data = {}
+    if dataclasses.is_dataclass(data):
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(f"{where or cls.__name__}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
+    kwargs = {}
+    for key, value in data.items():
+        kwargs[key] = _convert(hints[key], value, f"{where}.{key}" if where else key)
+    return cls(**kwargs)
+
+
+def _convert(tp, value, where):
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, str) and tp is ModelConfig:
+            if value not in MODEL_PRESETS:
+                raise ConfigError(f"{where}: unknown model preset {value!r} ({', '.join(MODEL_PRESETS)})")
+            return dataclasses.replace(MODEL_PRESETS[value])
+        if isinstance(value, dict) and tp is ModelConfig and "preset" in value:
+            rest = dict(value)
+            base = _convert(tp, rest.pop("preset"), where)
+            return from_dict(tp, dataclasses.asdict(base) | rest, where)
+        return from_dict(tp, value, where)
+    origin = get_origin(tp)
+    if origin is list:
+        (item,) = get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, str, bool) and not (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
+        raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def load_yaml(path: str | Path, cls: type = RecipeConfig):
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: recipe file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    cfg = from_dict(cls, data, where=path.name)
+    cfg.validate()
+    return cfg

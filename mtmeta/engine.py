@@ -1,0 +1,247 @@
+"""The one training engine.
+
+It owns everything strategies have in common: the optimiser and learning
+rate schedule, gradient clipping, budgets (steps, minutes, tokens),
+validation and early stopping, checkpoints that survive a kill, progress
+display and the JSONL log. A strategy only says how one step's gradients
+are made (see strategies/base.py).
+"""
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
+from tqdm.auto import tqdm
+
+from data_prep.vocab import PAD
+from .checkpoint import Bundle, read_checkpoint, save_checkpoint
+
+
+@dataclass
+class EngineSettings:
+    lr: float = 5e-4
+    warmup_steps: int = 500
+    label_smoothing: float = 0.1
+    clip_norm: float = 1.0
+    max_steps: int = 0
+    max_minutes: float = 0.0
+    max_train_tokens: int = 0
+    validate_every: int = 200
+    save_every: int = 200
+    patience: int = 0
+    log_every: int = 20
+    seed: int = 1
+
+    @classmethod
+    def from_config(cls, cfg) -> "EngineSettings":
+        return cls(**{k: getattr(cfg, k) for k in cls.__dataclass_fields__ if hasattr(cfg, k)})
+
+
+def sequence_loss(model, batch: dict, label_smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Label-smoothed cross-entropy summed over target tokens (fairseq's)."""
+    logits, _ = model(**batch["net_input"])
+    lprobs = torch.log_softmax(logits, dim=-1, dtype=torch.float32)
+    target = batch["target"]
+    loss, nll = label_smoothed_nll_loss(
+        lprobs.view(-1, lprobs.size(-1)), target.view(-1), label_smoothing, ignore_index=PAD, reduce=True
+    )
+    return loss, nll
+
+
+class Engine:
+    def __init__(
+        self,
+        bundle: Bundle,
+        strategy,
+        settings: EngineSettings,
+        output: str | Path,
+        validate: Callable[["Engine"], dict] | None = None,
+        run_config: dict | None = None,
+        log: Callable[[str], None] = print,
+        progress: bool = True,
+    ):
+        self.bundle = bundle
+        self.model = bundle.model
+        self.strategy = strategy
+        self.settings = settings
+        self.output = Path(output)
+        self.validate_fn = validate
+        self.run_config = run_config or {}
+        self.log = log
+        self.progress = progress
+        torch.manual_seed(settings.seed)
+        self.params = strategy.trainable_parameters(self.model)
+        self.optimizer = torch.optim.Adam(self.params, lr=settings.lr, betas=(0.9, 0.98), eps=1e-8)
+        warmup = max(1, settings.warmup_steps)
+        # Inverse square-root schedule with linear warmup (Vaswani et al.).
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: min((s + 1) / warmup, math.sqrt(warmup / (s + 1)))
+        )
+        self.step = 0
+        self.tokens = 0  # target tokens of forward/backward work done
+        self.elapsed = 0.0  # seconds of training across resumes
+        self.best_score = -math.inf
+        self.bad_validations = 0
+        self.history: list[dict] = []
+        self._stop_signal = False
+
+    # --- checkpoints ----------------------------------------------------------
+    @property
+    def last_path(self) -> Path:
+        return self.output / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.output / "best.pt"
+
+    def save(self, path: Path) -> None:
+        save_checkpoint(
+            path,
+            self.bundle,
+            run_config=self.run_config,
+            history=self.history,
+            train_state={
+                "step": self.step,
+                "tokens": self.tokens,
+                "elapsed": self.elapsed,
+                "best_score": self.best_score,
+                "bad_validations": self.bad_validations,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "strategy": self.strategy.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+            },
+        )
+
+    def resume(self) -> bool:
+        if not self.last_path.is_file():
+            return False
+        state = read_checkpoint(self.last_path)
+        self.model.load_state_dict(state["model"])
+        ts = state["train_state"]
+        self.step, self.tokens, self.elapsed = ts["step"], ts["tokens"], ts["elapsed"]
+        self.best_score, self.bad_validations = ts["best_score"], ts["bad_validations"]
+        self.optimizer.load_state_dict(ts["optimizer"])
+        self.scheduler.load_state_dict(ts["scheduler"])
+        self.strategy.load_state_dict(ts["strategy"])
+        torch.set_rng_state(ts["torch_rng"])
+        self.history = list(state.get("history", []))
+        self.log(f"resumed {self.last_path} at step {self.step} ({self.tokens} tokens, {self.elapsed / 60:.1f} min)")
+        return True
+
+    # --- budget ----------------------------------------------------------------
+    def budget_left(self) -> bool:
+        s = self.settings
+        if s.max_steps and self.step >= s.max_steps:
+            return False
+        if s.max_minutes and self.elapsed >= s.max_minutes * 60:
+            return False
+        if s.max_train_tokens and self.tokens >= s.max_train_tokens:
+            return False
+        return True
+
+    def _budget_fraction(self) -> float:
+        s = self.settings
+        parts = []
+        if s.max_steps:
+            parts.append(self.step / s.max_steps)
+        if s.max_minutes:
+            parts.append(self.elapsed / (s.max_minutes * 60))
+        if s.max_train_tokens:
+            parts.append(self.tokens / s.max_train_tokens)
+        return min(1.0, max(parts)) if parts else 0.0
+
+    # --- loop --------------------------------------------------------------------
+    def validate(self) -> dict:
+        if self.validate_fn is None:
+            return {}
+        self.model.eval()
+        with torch.no_grad():
+            metrics = self.validate_fn(self)
+        self.model.train()
+        metrics = {"step": self.step, "tokens": self.tokens, "minutes": round(self.elapsed / 60, 2), **metrics}
+        self.history.append(metrics)
+        improved = metrics.get("score", -math.inf) > self.best_score
+        if improved:
+            self.best_score = metrics["score"]
+            self.bad_validations = 0
+        else:
+            self.bad_validations += 1
+        self._write_log({"validation": metrics, "improved": improved})
+        shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
+        self.log(f"validation: {shown}{' (best)' if improved else ''}")
+        if improved:
+            self.save(self.best_path)
+        return metrics
+
+    def _write_log(self, record: dict) -> None:
+        self.output.mkdir(parents=True, exist_ok=True)
+        with open(self.output / "train_log.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def run(self, resume: bool = True) -> dict:
+        self.output.mkdir(parents=True, exist_ok=True)
+        if not (resume and self.resume()):
+            self.validate()  # the starting point is a checkpoint too (zero steps)
+        s = self.settings
+        self.model.train()
+        previous = signal.signal(signal.SIGTERM, self._on_signal)
+        bar = tqdm(total=1000, disable=not self.progress, desc="train", unit="‰", leave=False)
+        bar.update(int(self._budget_fraction() * 1000))
+        window_tokens, window_start = 0, time.time()
+        stopped_early = False
+        try:
+            while self.budget_left() and not self._stop_signal:
+                t0 = time.time()
+                self.optimizer.zero_grad(set_to_none=True)
+                stats = self.strategy.train_step(self)
+                if s.clip_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(self.params, s.clip_norm)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.step += 1
+                self.tokens += stats["ntokens"]
+                self.elapsed += time.time() - t0
+                window_tokens += stats["ntokens"]
+                bar.update(int(self._budget_fraction() * 1000) - bar.n)
+                if self.step % s.log_every == 0:
+                    rate = window_tokens / max(1e-9, time.time() - window_start)
+                    record = {"step": self.step, "loss": stats["loss"], "tok_s": round(rate), "lr": self.scheduler.get_last_lr()[0]}
+                    bar.set_postfix(loss=f"{stats['loss']:.3f}", tok_s=f"{rate:.0f}")
+                    self._write_log(record)
+                    window_tokens, window_start = 0, time.time()
+                if s.validate_every and self.step % s.validate_every == 0:
+                    t_val = time.time()  # validation time is not training time
+                    self.validate()
+                    window_start += time.time() - t_val
+                    if s.patience and self.bad_validations >= s.patience:
+                        self.log(f"early stop: {s.patience} validations without improvement")
+                        stopped_early = True
+                        break
+                if s.save_every and self.step % s.save_every == 0:
+                    self.save(self.last_path)
+        except KeyboardInterrupt:
+            self._stop_signal = True
+        finally:
+            bar.close()
+            signal.signal(signal.SIGTERM, previous)
+        if self._stop_signal:
+            self.save(self.last_path)
+            self.log(f"interrupted at step {self.step}; progress saved to {self.last_path} (run again to resume)")
+            raise KeyboardInterrupt
+        if not stopped_early and (not self.history or self.history[-1]["step"] != self.step):
+            self.validate()
+        self.save(self.last_path)
+        if not self.best_path.exists():
+            self.save(self.best_path)
+        return {"step": self.step, "tokens": self.tokens, "minutes": self.elapsed / 60, "best_score": self.best_score}
+
+    def _on_signal(self, signum, frame) -> None:
+        self._stop_signal = True

@@ -1,0 +1,87 @@
+"""The multilingual Transformer: one encoder shared by all source languages,
+one English decoder, fairseq layers throughout."""
+from __future__ import annotations
+
+import torch
+from fairseq.data import Dictionary
+from fairseq.models import FairseqEncoderDecoderModel
+from fairseq.models.transformer import TransformerConfig, TransformerDecoderBase, TransformerEncoderBase
+from torch import nn
+
+from data_prep.vocab import N_SPECIAL, PAD
+from mtmeta.config import ModelConfig
+
+from .embeddings import LanguageTables
+
+
+def fairseq_config(cfg: ModelConfig) -> TransformerConfig:
+    fc = TransformerConfig()
+    fc.dropout = cfg.dropout
+    fc.attention_dropout = cfg.attention_dropout
+    fc.activation_dropout = 0.0
+    for side, layers in ((fc.encoder, cfg.encoder_layers), (fc.decoder, cfg.decoder_layers)):
+        side.embed_dim = cfg.embed_dim
+        side.ffn_embed_dim = cfg.ffn_dim
+        side.layers = layers
+        side.attention_heads = cfg.heads
+        side.normalize_before = True  # pre-norm: stable without long warmup on small data
+    fc.decoder.input_dim = fc.decoder.output_dim = cfg.embed_dim
+    fc.max_source_positions = fc.max_target_positions = cfg.max_positions
+    fc.share_decoder_input_output_embed = True
+    return fc
+
+
+def _placeholder_dictionary(size: int) -> Dictionary:
+    """fairseq layers only read len() and the special indices of a
+    Dictionary; the real pieces live in the sentencepiece model."""
+    d = Dictionary()
+    for i in range(N_SPECIAL, size):
+        d.add_symbol(f"<{i}>", n=1)
+    return d
+
+
+class MultilingualTransformer(FairseqEncoderDecoderModel):
+    def __init__(self, cfg: ModelConfig, src_embed: nn.Module, tgt_vocab_size: int):
+        fc = fairseq_config(cfg)
+        tgt_dict = _placeholder_dictionary(tgt_vocab_size)
+        tgt_embed = nn.Embedding(tgt_vocab_size, cfg.embed_dim, padding_idx=PAD)
+        nn.init.normal_(tgt_embed.weight, mean=0, std=cfg.embed_dim**-0.5)
+        nn.init.constant_(tgt_embed.weight[PAD], 0)
+        encoder = TransformerEncoderBase(fc, _placeholder_dictionary(N_SPECIAL), src_embed)
+        decoder = TransformerDecoderBase(fc, tgt_dict, tgt_embed)
+        super().__init__(encoder, decoder)
+        self.cfg = cfg
+        self.tgt_vocab_size = tgt_vocab_size
+
+    @property
+    def src_embed(self) -> nn.Module:
+        return self.encoder.embed_tokens
+
+    def layout(self) -> dict:
+        return {"src_embed": self.src_embed.layout(), "tgt_vocab_size": self.tgt_vocab_size}
+
+    @classmethod
+    def from_layout(cls, cfg: ModelConfig, layout: dict) -> "MultilingualTransformer":
+        return cls(cfg, LanguageTables.from_layout(cfg.embed_dim, layout["src_embed"]), layout["tgt_vocab_size"])
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Named parts, for choosing what adaptation tunes."""
+        return {
+            "src_embed": list(self.src_embed.parameters()),
+            "encoder": [p for n, p in self.encoder.named_parameters() if not n.startswith("embed_tokens.")],
+            "decoder": list(self.decoder.parameters()),
+        }
+
+    def count_parameters(self) -> dict[str, int]:
+        groups = self.parameter_groups()
+        return {name: sum(p.numel() for p in ps) for name, ps in groups.items()}
+
+
+def build_model(cfg: ModelConfig, tgt_vocab_size: int, src_vocabs: dict[str, int], joint: bool = False) -> MultilingualTransformer:
+    """src_vocabs: language -> source vocabulary size. In joint mode all
+    languages share one table named 'src' (sizes must agree)."""
+    cfg.validate()
+    embed = LanguageTables(cfg.embed_dim)
+    for lang, size in src_vocabs.items():
+        embed.add_language(lang, size, table="src" if joint else None)
+    return MultilingualTransformer(cfg, embed, tgt_vocab_size)

@@ -1,0 +1,42 @@
+"""Plain supervised steps: one batch, one gradient. Multitask training,
+transfer from a parent pair, training from scratch and fine-tuning are all
+this step; they differ only in which tasks feed the sampler and where the
+parameters start."""
+from __future__ import annotations
+
+from ..engine import sequence_loss
+from .base import Strategy
+
+
+class SupervisedStrategy(Strategy):
+    name = "supervised"
+
+    def train_step(self, engine) -> dict:
+        batch = self.sampler.sample().next_batch()
+        loss, nll = sequence_loss(engine.model, batch, engine.settings.label_smoothing)
+        (loss / batch["ntokens"]).backward()
+        return {"loss": loss.item() / batch["ntokens"], "nll": nll.item() / batch["ntokens"], "ntokens": batch["ntokens"]}
+
+
+class MultitaskStrategy(SupervisedStrategy):
+    """Joint training on all source pairs, languages sampled by temperature."""
+
+    name = "multitask"
+
+
+class TransferStrategy(SupervisedStrategy):
+    """Zoph-style transfer: pre-train on one high-resource parent pair."""
+
+    name = "transfer"
+
+
+class ScratchStrategy(SupervisedStrategy):
+    """No pre-training: the adapt set alone, from random parameters."""
+
+    name = "scratch"
+
+
+class FineTuneStrategy(SupervisedStrategy):
+    """Adaptation to a new language, tuning the parts `tune` names."""
+
+    name = "finetune"

@@ -1,0 +1,89 @@
+"""`mtmeta train`: pre-training on the source language pairs (multitask, or
+transfer from one parent pair), on the one engine."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from data_prep.prepare import load_summary
+from data_prep.vocab import Vocab
+from .checkpoint import Bundle
+from .config import TrainConfig
+from .data import PairData
+from .engine import Engine, EngineSettings
+from .errors import ConfigError
+from .model import build_model
+from .strategies import PRETRAIN_STRATEGIES
+from .tasks import Task, TaskSampler
+from .validation import Validator
+
+
+def load_prepared_vocabs(data_dir: str | Path, langs: list[str]) -> tuple[Vocab, dict[str, Vocab], bool]:
+    """English vocabulary, source vocabularies by table name, and whether
+    the folder uses one joint source vocabulary."""
+    data_dir = Path(data_dir)
+    summary = load_summary(data_dir)
+    en = Vocab.load(data_dir / "vocab" / "en.model", "en")
+    if summary["vocab_mode"] == "joint":
+        return en, {"src": Vocab.load(data_dir / "vocab" / "src.model", "src")}, True
+    return en, {lang: Vocab.load(data_dir / "vocab" / f"{lang}.model", lang) for lang in langs}, False
+
+
+def select_langs(cfg: TrainConfig, summary: dict) -> list[str]:
+    available = summary["train_langs"]
+    if cfg.strategy == "transfer":
+        langs = [cfg.parent_lang]
+    else:
+        langs = cfg.langs or available
+    unknown = [lang for lang in langs if lang not in available]
+    if unknown:
+        raise ConfigError(f"{cfg.data} has no training data for {unknown} (prepared: {', '.join(available)})")
+    return langs
+
+
+def train(cfg: TrainConfig, log=print, progress: bool = True, resume: bool = True) -> dict:
+    cfg.validate()
+    summary = load_summary(cfg.data)
+    langs = select_langs(cfg, summary)
+    en, src_vocabs, joint = load_prepared_vocabs(cfg.data, langs)
+    model = build_model(
+        cfg.model,
+        len(en),
+        {lang: len(src_vocabs["src" if joint else lang]) for lang in langs},
+        joint=joint,
+    )
+    bundle = Bundle(model, en, src_vocabs)
+    counts = model.count_parameters()
+    log(
+        f"{cfg.strategy}: {len(langs)} language(s), model {sum(counts.values()) / 1e6:.1f}M parameters "
+        f"({(counts['encoder'] + counts['decoder']) / 1e6:.1f}M encoder+decoder, {counts['src_embed'] / 1e6:.1f}M source embeddings)"
+    )
+    data_dir = Path(cfg.data) / "data"
+    tasks = {
+        lang: Task(
+            lang,
+            PairData.load(data_dir / f"{lang}-en" / "train.npz"),
+            bundle.src_offset(lang),
+            cfg.max_tokens,
+            cfg.model.max_positions,
+            cfg.seed,
+        )
+        for lang in langs
+    }
+    sampler = TaskSampler(tasks, cfg.temperature, cfg.seed)
+    strategy = PRETRAIN_STRATEGIES[cfg.strategy](sampler)
+    valid = {lang: PairData.load(data_dir / f"{lang}-en" / "valid.npz") for lang in langs}
+    validator = Validator(valid, cfg.bleu_sentences, select=cfg.select_metric, max_tokens=cfg.max_tokens)
+    engine = Engine(
+        bundle,
+        strategy,
+        EngineSettings.from_config(cfg),
+        cfg.output,
+        validate=validator,
+        run_config={"kind": "train", **dataclasses.asdict(cfg)},
+        log=log,
+        progress=progress,
+    )
+    result = engine.run(resume=resume)
+    log(f"trained {result['step']} steps, {result['tokens']} target tokens in {result['minutes']:.1f} min -> {engine.best_path}")
+    return {**result, "best": str(engine.best_path), "last": str(engine.last_path)}
