@@ -40,7 +40,7 @@ from .corpus import TARGET_LANG, TRAIN_ROLES, ParallelText
 from .vocab import train_vocab
 
 SUMMARY = "summary.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 3
 
 
 def load_sources(specs: list[SourceSpec]) -> list[ParallelText]:
@@ -213,6 +213,11 @@ def prepare(cfg: PrepareConfig, log=print) -> dict:
                     "src_vocab": len(src_vocabs[lang]),
                 }
 
+    ulr_report = None
+    if cfg.ulr_vectors:
+        log("ULR: training monolingual vectors and aligning each language to English")
+        ulr_report = build_ulr_vectors(cfg, tmp, en_vocab, src_vocabs, train_text, log)
+
     protected_info = []
     for t in protected:
         t = normalize_protected(t)
@@ -243,6 +248,7 @@ def prepare(cfg: PrepareConfig, log=print) -> dict:
             "verified_no_overlap": True,
         },
         "protected": protected_info,
+        "ulr": ulr_report,
         "seconds": round(time.time() - started, 1),
     }
     (tmp / SUMMARY).write_text(json.dumps(summary, indent=1, ensure_ascii=False), encoding="utf-8")
@@ -255,6 +261,69 @@ def prepare(cfg: PrepareConfig, log=print) -> dict:
         f"-> {out}"
     )
     return summary
+
+
+def build_ulr_vectors(cfg: PrepareConfig, out: Path, en_vocab, src_vocabs: dict, train_text: dict, log) -> dict:
+    """vectors/en.npy (normalised English piece vectors), vectors/keys.npy
+    (universal token ids), vectors/<table>.npy (aligned queries) and the
+    alignment report."""
+    import numpy as np
+
+    from .vectors import align_language, center, piece_vectors, universal_token_ids
+
+    folder = out / "vectors"
+    folder.mkdir()
+    seed, dim, ep, cap = cfg.seed, cfg.vector_dim, cfg.vector_epochs, cfg.vector_max_sentences
+    langs = list(train_text)
+    en_ids = [ids for lang in langs for ids in en_vocab.encode_batch(train_text[lang][1])]
+    en_mono = [ids for f in cfg.mono_files.get("en", []) for ids in en_vocab.encode_batch(_read_mono(f))]
+    rng = random.Random(seed)
+    en_corpus = en_mono + rng.sample(en_ids, min(len(en_ids), 4 * cap))
+    en_vecs, how = piece_vectors(en_vocab, en_corpus, dim, ep, seed, 4 * cap, cfg.vector_files.get("en", ""))
+    en_vecs = center(en_vecs)
+    keys = universal_token_ids(en_ids, len(en_vocab), cfg.num_universal)
+    np.save(folder / "en.npy", en_vecs)
+    np.save(folder / "keys.npy", keys)
+    report = {"dim": dim, "num_universal": int(len(keys)), "english_vectors": how, "languages": {}}
+    tables = {}
+    for lang in langs:
+        tables.setdefault(src_vocabs[lang].lang, []).append(lang)
+    for table, members in tables.items():
+        vocab = src_vocabs[members[0]]
+        src_ids, tgt_ids = [], []
+        for lang in members:
+            src_ids += vocab.encode_batch(train_text[lang][0])
+            tgt_ids += en_vocab.encode_batch(train_text[lang][1])
+        mono = [ids for lang in members for f in cfg.mono_files.get(lang, []) for ids in vocab.encode_batch(_read_mono(f))]
+        vec_file = cfg.vector_files.get(table, "")
+        al = align_language(vocab, src_ids, tgt_ids, en_vecs, dim, ep, seed, cap, mono, vec_file)
+        np.save(folder / f"{table}.npy", al.vectors)
+        report["languages"][table] = al.report
+        r = al.report
+        log(
+            f"  {table}: dictionary {r['dictionary_pairs']} pairs, precision@1 {r['precision_at_1']:.3f} on "
+            f"{r['held_out_pairs']} held-out pairs (unaligned {r['precision_at_1_unaligned']}); vectors {r['vectors']}"
+        )
+    (out / "alignment_report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+    return report
+
+
+def _read_mono(path: str) -> list[str]:
+    return [normalize(line) for line in sources.read_lines(path) if line.strip()]
+
+
+def load_ulr_vectors(folder: str | Path) -> dict:
+    """The fixed ULR vectors of a prepared folder, as build_model wants them."""
+    import numpy as np
+
+    vdir = Path(folder) / "vectors"
+    if not (vdir / "en.npy").is_file():
+        raise ConfigError(f"{folder}: no ULR vectors; prepare it with ulr_vectors: true (or --ulr-vectors)")
+    return {
+        "en_vectors": np.load(vdir / "en.npy"),
+        "key_ids": np.load(vdir / "keys.npy"),
+        "queries": {p.stem: np.load(p) for p in vdir.glob("*.npy") if p.stem not in ("en", "keys")},
+    }
 
 
 def _raw_english_overlap(texts: list[ParallelText]) -> dict:
@@ -294,4 +363,4 @@ def read_protected(folder, lang, role, name=None) -> ParallelText:
     return ParallelText(lang, role, name, s, r, str(src))
 
 
-__all__ = ["prepare", "load_summary", "protected_files", "read_protected", "normalize"]
+__all__ = ["prepare", "load_summary", "load_ulr_vectors", "protected_files", "read_protected", "normalize"]

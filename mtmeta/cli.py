@@ -69,7 +69,16 @@ def cmd_prepare(args) -> int:
         max_pairs_per_lang=args.max_pairs_per_lang,
         src_vocab_size=args.src_vocab_size,
         tgt_vocab_size=args.tgt_vocab_size,
+        ulr_vectors=args.ulr_vectors or None,
+        vector_dim=args.vector_dim,
+        num_universal=args.num_universal,
     )
+    for spec in args.vectors or []:
+        lang, _, path = spec.partition("=")
+        cfg.vector_files[lang] = path
+    for spec in args.mono or []:
+        lang, _, path = spec.partition("=")
+        cfg.mono_files.setdefault(lang, []).append(path)
     summary = prepare(cfg, log=_log(args))
     print(json.dumps({k: summary[k] for k in ("train_langs", "target_langs", "totals", "contamination")}, indent=1))
     return 0
@@ -92,6 +101,8 @@ def cmd_train(args) -> int:
     cfg = _section(args.config, C.TrainConfig, "train")
     if args.preset:
         cfg.model = dataclasses.replace(C.MODEL_PRESETS[args.preset])
+    if args.embedding:
+        cfg.model = dataclasses.replace(cfg.model, embedding=args.embedding)
     cfg = _override(
         cfg,
         data=args.data,
@@ -137,6 +148,10 @@ def cmd_adapt(args) -> int:
         seed=args.seed,
         validate_every=args.validate_every,
         patience=args.patience,
+        zero_shot=args.zero_shot or None,
+        random_queries=args.random_queries or None,
+        vector_file=args.vector_file,
+        mono_files=args.mono_files,
     )
     result = adapt(cfg, log=_log(args), progress=not _quiet(args), resume=not args.restart)
     print(json.dumps(result, indent=1))
@@ -151,6 +166,8 @@ def cmd_translate(args) -> int:
     C.check_lang(args.lang, "--lang")
     bundle, _ = load_bundle(args.checkpoint)
     bundle.src_vocab(args.lang)  # unknown language: fail before reading input
+    if not args.no_fold:
+        bundle.model.fold_embeddings()
     if args.input and args.input != "-":
         lines = read_lines(args.input)
         where = args.input
@@ -231,6 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-pairs-per-lang", type=int)
     s.add_argument("--src-vocab-size", type=int)
     s.add_argument("--tgt-vocab-size", type=int)
+    s.add_argument("--ulr-vectors", action="store_true", help="build aligned vectors for the universal lexical representation")
+    s.add_argument("--vector-dim", type=int)
+    s.add_argument("--num-universal", type=int)
+    s.add_argument("--vectors", action="append", metavar="LANG=FILE.vec", help="your own fastText vectors for a language (or en)")
+    s.add_argument("--mono", action="append", metavar="LANG=FILE", help="extra monolingual text for a language's vectors")
     s.set_defaults(func=cmd_prepare)
 
     s = sub.add_parser("train", help="pre-train on the source pairs (resumes from OUTPUT/last.pt)")
@@ -239,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output")
     s.add_argument("--strategy", choices=["multitask", "transfer"])
     s.add_argument("--preset", choices=list(C.MODEL_PRESETS))
+    s.add_argument("--embedding", choices=["tables", "ulr"], help="source embedding: per-language tables or ULR")
     s.add_argument("--langs", nargs="+")
     s.add_argument("--parent-lang")
     s.add_argument("--max-steps", type=int)
@@ -270,6 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int)
     s.add_argument("--validate-every", type=int)
     s.add_argument("--patience", type=int)
+    s.add_argument("--zero-shot", action="store_true", help="no fine-tuning: only add the language's vocabulary (and ULR queries)")
+    s.add_argument("--random-queries", action="store_true", help="ULR ablation: random query vectors for the new language")
+    s.add_argument("--vector-file", help="ULR: your own fastText .vec for the new language")
+    s.add_argument("--mono-files", nargs="+", help="ULR: monolingual text files to train the new language's vectors on")
     s.add_argument("--restart", action="store_true")
     s.set_defaults(func=cmd_adapt)
 
@@ -280,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output", help="file (default: stdout)")
     s.add_argument("--beam", type=int, default=4)
     s.add_argument("--batch-size", type=int, default=64, help="sentences per batch")
+    s.add_argument("--no-fold", action="store_true", help="keep ULR live instead of folding it into tables (slower; for checks)")
     s.set_defaults(func=cmd_translate)
 
     s = sub.add_parser("evaluate", help="score a checkpoint on a test set, or hypothesis/reference files")

@@ -66,6 +66,14 @@ class PrepareConfig:
     ratio_min_chars: int = 12  # ratio filter only applies when both sides are at least this long
     valid_per_lang: int = 100  # held out from each training language for validation
     max_pairs_per_lang: int = 0  # 0: all; >0 caps each language (quick runs)
+    # Universal lexical representation: monolingual vectors aligned to English.
+    ulr_vectors: bool = False  # build them (needed by model.embedding: ulr)
+    vector_dim: int = 100
+    vector_epochs: int = 5
+    vector_max_sentences: int = 50000  # per language, for vector training
+    num_universal: int = 2000  # universal tokens = most frequent English pieces (paper: 20,000)
+    vector_files: dict[str, str] = field(default_factory=dict)  # language (or 'en') -> your own fastText .vec
+    mono_files: dict[str, list[str]] = field(default_factory=dict)  # language -> extra monolingual text files
     seed: int = 1
 
     def validate(self) -> None:
@@ -82,6 +90,11 @@ class PrepareConfig:
                 raise ConfigError(f"{name} must be at least 8")
         if self.max_len_ratio <= 1:
             raise ConfigError("max_len_ratio must be > 1")
+        for lang in list(self.vector_files) + list(self.mono_files):
+            if lang != "en":
+                check_lang(lang, "vector_files/mono_files key")
+        if self.ulr_vectors and (self.vector_dim < 2 or self.num_universal < 1):
+            raise ConfigError("vector_dim must be >= 2 and num_universal >= 1")
 
 
 @dataclass
@@ -94,13 +107,16 @@ class ModelConfig:
     dropout: float = 0.1
     attention_dropout: float = 0.1
     max_positions: int = 256
-    embedding: str = "tables"  # tables (one table per language) | ulr (issue 3)
+    embedding: str = "tables"  # tables (one table per language) | ulr (universal lexical representation)
+    ulr_tau: float = 0.05  # ULR softmax temperature
 
     def validate(self) -> None:
         if self.embed_dim % self.heads:
             raise ConfigError(f"embed_dim {self.embed_dim} must be divisible by heads {self.heads}")
         if self.embedding not in ("tables", "ulr"):
             raise ConfigError(f"model.embedding {self.embedding!r} unknown (tables, ulr)")
+        if self.ulr_tau <= 0:
+            raise ConfigError("model.ulr_tau must be positive")
         for name in ("embed_dim", "ffn_dim", "encoder_layers", "decoder_layers", "heads", "max_positions"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"model.{name} must be positive")
@@ -186,18 +202,25 @@ class AdaptConfig:
     save_every: int = 0
     log_every: int = 10
     model: ModelConfig = field(default_factory=ModelConfig)  # only used from scratch
+    zero_shot: bool = False  # no fine-tuning: only add the language's vocabulary (and ULR queries)
+    random_queries: bool = False  # ULR ablation: random instead of aligned query vectors
+    vector_file: str = ""  # ULR: your own fastText .vec for the new language
+    mono_files: list[str] = field(default_factory=list)  # ULR: extra monolingual text for its vectors
+    vector_epochs: int = 10
     seed: int = 1
 
     def validate(self) -> None:
         check_lang(self.lang, "adapt lang")
+        if self.zero_shot and not self.checkpoint:
+            raise ConfigError("zero_shot needs a pre-trained checkpoint")
         if self.select_metric not in ("loss", "bleu", "chrf"):
             raise ConfigError(f"select_metric {self.select_metric!r} unknown (loss, bleu, chrf)")
         if not self.checkpoint:
             self.model.validate()
         if self.tune not in ("all", "emb_enc", "emb"):
             raise ConfigError(f"tune {self.tune!r} unknown (all, emb_enc, emb)")
-        if self.max_steps < 1 and self.max_minutes <= 0:
-            raise ConfigError("set a budget: max_steps or max_minutes")
+        if self.max_steps < 1 and self.max_minutes <= 0 and not self.zero_shot:
+            raise ConfigError("set a budget: max_steps or max_minutes (or zero_shot: true)")
 
 
 @dataclass
@@ -263,6 +286,11 @@ def _convert(tp, value, where):
             return from_dict(tp, dataclasses.asdict(base) | rest, where)
         return from_dict(tp, value, where)
     origin = get_origin(tp)
+    if origin is dict:
+        key_tp, val_tp = get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return {_convert(key_tp, k, f"{where} key"): _convert(val_tp, v, f"{where}.{k}") for k, v in value.items()}
     if origin is list:
         (item,) = get_args(tp)
         if not isinstance(value, list):

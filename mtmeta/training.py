@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from data_prep.prepare import load_summary
+from data_prep.prepare import load_summary, load_ulr_vectors
 from data_prep.vocab import Vocab
 from .checkpoint import Bundle
 from .config import TrainConfig
@@ -51,6 +51,7 @@ def train(cfg: TrainConfig, log=print, progress: bool = True, resume: bool = Tru
         len(en),
         {lang: len(src_vocabs["src" if joint else lang]) for lang in langs},
         joint=joint,
+        ulr=load_ulr_vectors(cfg.data) if cfg.model.embedding == "ulr" else None,
     )
     bundle = Bundle(model, en, src_vocabs)
     counts = model.count_parameters()

@@ -18,13 +18,16 @@ class LanguageTables(nn.Module):
     """One embedding table per source language (or one shared table in joint
     vocabulary mode, where every language maps to the table named 'src')."""
 
-    def __init__(self, embed_dim: int):
+    def __init__(self, embed_dim: int, zero_init: bool = False):
         super().__init__()
+        self.zero_init = zero_init  # ULR's language-specific delta starts at zero
         self.embedding_dim = embed_dim
         self.padding_idx = PAD
         self.specials = nn.Embedding(N_SPECIAL, embed_dim, padding_idx=PAD)
         nn.init.normal_(self.specials.weight, mean=0, std=embed_dim**-0.5)
         with torch.no_grad():
+            if zero_init:
+                self.specials.weight.zero_()
             self.specials.weight[PAD].zero_()
         self.tables = nn.ModuleDict()
         self.lang_table: dict[str, str] = {}  # language -> table name
@@ -41,6 +44,8 @@ class LanguageTables(nn.Module):
         table = nn.Embedding(vocab_size - N_SPECIAL, self.embedding_dim)
         if init is not None:
             table.weight.data.copy_(init)
+        elif self.zero_init:
+            nn.init.zeros_(table.weight)
         else:
             nn.init.normal_(table.weight, mean=0, std=self.embedding_dim**-0.5)
         self._offsets[name] = self.num_embeddings
@@ -80,6 +85,7 @@ class LanguageTables(nn.Module):
     # --- (de)serialisation of the layout ------------------------------------------
     def layout(self) -> dict:
         return {
+            "kind": "tables",
             "tables": {name: t.num_embeddings + N_SPECIAL for name, t in self.tables.items()},
             "lang_table": dict(self.lang_table),
         }

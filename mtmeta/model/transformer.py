@@ -12,6 +12,13 @@ from data_prep.vocab import N_SPECIAL, PAD
 from mtmeta.config import ModelConfig
 
 from .embeddings import LanguageTables
+from .ulr import UniversalLexicalEmbedding
+
+
+def embedding_from_layout(embed_dim: int, layout: dict) -> nn.Module:
+    if layout.get("kind", "tables") == "ulr":
+        return UniversalLexicalEmbedding.from_layout(embed_dim, layout)
+    return LanguageTables.from_layout(embed_dim, layout)
 
 
 def fairseq_config(cfg: ModelConfig) -> TransformerConfig:
@@ -62,7 +69,12 @@ class MultilingualTransformer(FairseqEncoderDecoderModel):
 
     @classmethod
     def from_layout(cls, cfg: ModelConfig, layout: dict) -> "MultilingualTransformer":
-        return cls(cfg, LanguageTables.from_layout(cfg.embed_dim, layout["src_embed"]), layout["tgt_vocab_size"])
+        return cls(cfg, embedding_from_layout(cfg.embed_dim, layout["src_embed"]), layout["tgt_vocab_size"])
+
+    def fold_embeddings(self) -> None:
+        """Replace a ULR embedding by equivalent plain tables (inference)."""
+        if isinstance(self.src_embed, UniversalLexicalEmbedding):
+            self.encoder.embed_tokens = self.src_embed.fold()
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Named parts, for choosing what adaptation tunes."""
@@ -77,11 +89,31 @@ class MultilingualTransformer(FairseqEncoderDecoderModel):
         return {name: sum(p.numel() for p in ps) for name, ps in groups.items()}
 
 
-def build_model(cfg: ModelConfig, tgt_vocab_size: int, src_vocabs: dict[str, int], joint: bool = False) -> MultilingualTransformer:
+def build_model(
+    cfg: ModelConfig,
+    tgt_vocab_size: int,
+    src_vocabs: dict[str, int],
+    joint: bool = False,
+    ulr: dict | None = None,
+) -> MultilingualTransformer:
     """src_vocabs: language -> source vocabulary size. In joint mode all
-    languages share one table named 'src' (sizes must agree)."""
+    languages share one table named 'src'. With cfg.embedding == 'ulr',
+    `ulr` gives the fixed vectors: {'en_vectors': [V_en, d_q], 'key_ids': [K],
+    'queries': {table name: [V, d_q]}}."""
     cfg.validate()
-    embed = LanguageTables(cfg.embed_dim)
-    for lang, size in src_vocabs.items():
-        embed.add_language(lang, size, table="src" if joint else None)
+    if cfg.embedding == "ulr":
+        if ulr is None:
+            raise ValueError("ULR embedding needs query and key vectors (prepare with ulr_vectors: true)")
+        en_vectors = torch.as_tensor(ulr["en_vectors"], dtype=torch.float32)
+        key_ids = torch.as_tensor(ulr["key_ids"], dtype=torch.long)
+        embed = UniversalLexicalEmbedding(cfg.embed_dim, en_vectors.shape[1], tgt_vocab_size, len(key_ids), cfg.ulr_tau)
+        embed.set_english(en_vectors, key_ids)
+        for lang, size in src_vocabs.items():
+            name = "src" if joint else lang
+            q = ulr["queries"].get(name)
+            embed.add_language(lang, size, table="src" if joint else None, queries=None if q is None else torch.as_tensor(q))
+    else:
+        embed = LanguageTables(cfg.embed_dim)
+        for lang, size in src_vocabs.items():
+            embed.add_language(lang, size, table="src" if joint else None)
     return MultilingualTransformer(cfg, embed, tgt_vocab_size)

@@ -1,0 +1,250 @@
+"""Monolingual subword vectors and their alignment to English, for the
+Universal Lexical Representation (ULR).
+
+Offline default, per language:
+ 1. skip-gram vectors with character n-grams (gensim's FastText) over the
+    language's sentencepiece pieces;
+ 2. a seed dictionary induced from the parallel sentences: source piece s and
+    English piece e are paired when each is the other's best Dice
+    co-occurrence partner;
+ 3. orthogonal Procrustes maps the language into the English space; 20% of
+    the dictionary is held out to report precision@1.
+Users can bring their own vectors as fastText `.vec` text files instead.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from mtmeta.errors import DataError
+from .vocab import N_SPECIAL, Vocab
+
+logging.getLogger("gensim").setLevel(logging.WARNING)
+
+
+# --- fastText .vec text format --------------------------------------------------
+
+
+def write_vec(path: str | Path, words: list[str], vectors: np.ndarray) -> None:
+    path = Path(path)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(f"{len(words)} {vectors.shape[1]}\n")
+        for w, v in zip(words, vectors):
+            f.write(w + " " + " ".join(f"{x:.6g}" for x in v) + "\n")
+
+
+def read_vec(path: str | Path) -> dict[str, np.ndarray]:
+    """fastText .vec: a 'count dim' header line, then 'word x1 ... xdim'."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: vector file not found")
+    out: dict[str, np.ndarray] = {}
+    with open(path, encoding="utf-8", errors="strict") as f:
+        try:
+            header = f.readline().split()
+            if len(header) != 2 or not all(h.isdigit() for h in header):
+                raise DataError(f"{path}: first line must be '<count> <dim>' (fastText .vec format)")
+            dim = int(header[1])
+            for lineno, line in enumerate(f, start=2):
+                parts = line.rstrip("\n").rstrip(" ").split(" ")
+                if len(parts) != dim + 1:
+                    raise DataError(f"{path}:{lineno}: expected a word and {dim} numbers, got {len(parts) - 1}")
+                out[parts[0]] = np.asarray(parts[1:], dtype=np.float32)
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}: not UTF-8 ({e.reason})") from None
+        except ValueError as e:
+            raise DataError(f"{path}: bad number ({e})") from None
+    return out
+
+
+def vectors_for_vocab(vocab: Vocab, table: dict[str, np.ndarray], dim: int) -> tuple[np.ndarray, int]:
+    """Rows in vocabulary order; pieces the table lacks (and specials) get
+    zero vectors. Returns (matrix, number found)."""
+    mat = np.zeros((len(vocab), dim), dtype=np.float32)
+    found = 0
+    for i, piece in enumerate(vocab.pieces()):
+        if i >= N_SPECIAL and piece in table:
+            if table[piece].shape[0] != dim:
+                raise DataError(f"vector for {piece!r} has dimension {table[piece].shape[0]}, expected {dim}")
+            mat[i] = table[piece]
+            found += 1
+    return mat, found
+
+
+# --- training ------------------------------------------------------------------------
+
+
+def train_piece_vectors(
+    vocab: Vocab, sentences: list[list[int]], dim: int, epochs: int = 5, seed: int = 1, max_sentences: int = 30000
+) -> np.ndarray:
+    """Skip-gram vectors with character n-grams for every piece of `vocab`
+    (pieces never seen in the text still get a vector from their n-grams)."""
+    from gensim.models import FastText
+
+    pieces = vocab.pieces()
+    corpus = [[pieces[i] for i in s] for s in sentences[:max_sentences] if len(s)]
+    if not corpus:
+        raise DataError(f"no text to train {vocab.lang!r} vectors on")
+    model = FastText(
+        vector_size=dim, window=5, min_count=1, sg=1, min_n=2, max_n=5, workers=2, seed=seed, epochs=epochs
+    )
+    model.build_vocab(corpus_iterable=corpus)
+    model.train(corpus_iterable=corpus, total_examples=len(corpus), epochs=epochs)
+    mat = np.zeros((len(vocab), dim), dtype=np.float32)
+    for i in range(N_SPECIAL, len(pieces)):
+        mat[i] = model.wv[pieces[i]]
+    return mat
+
+
+# --- dictionary induction and alignment ---------------------------------------------
+
+
+def _incidence(sentences: list[list[int]], size: int) -> sp.csr_matrix:
+    rows = np.repeat(np.arange(len(sentences)), [len(s) for s in sentences])
+    cols = np.fromiter((i for s in sentences for i in s), dtype=np.int64, count=len(rows))
+    m = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(len(sentences), size))
+    m.data[:] = 1.0  # presence, not counts
+    m.sum_duplicates()
+    m.data[:] = 1.0
+    return m
+
+
+def induce_dictionary(
+    src: list[list[int]], tgt: list[list[int]], src_size: int, tgt_size: int, min_count: int = 3, min_dice: float = 0.3
+) -> list[tuple[int, int]]:
+    """Mutual-best Dice pairs (source id, English id) from parallel sentences."""
+    S, E = _incidence(src, src_size), _incidence(tgt, tgt_size)
+    co = (S.T @ E).tocoo()
+    fs = np.asarray(S.sum(0)).ravel()
+    fe = np.asarray(E.sum(0)).ravel()
+    keep = (co.row >= N_SPECIAL) & (co.col >= N_SPECIAL) & (fs[co.row] >= min_count) & (fe[co.col] >= min_count)
+    r, c, n = co.row[keep], co.col[keep], co.data[keep]
+    if not len(r):
+        return []
+    dice = 2 * n / (fs[r] + fe[c])
+    best_for_src = np.full(src_size, -1.0)
+    best_for_tgt = np.full(tgt_size, -1.0)
+    np.maximum.at(best_for_src, r, dice)
+    np.maximum.at(best_for_tgt, c, dice)
+    mutual = (dice >= min_dice) & (dice == best_for_src[r]) & (dice == best_for_tgt[c])
+    return sorted(zip(r[mutual].tolist(), c[mutual].tolist()))
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(n, 1e-8)
+
+
+def center(x: np.ndarray) -> np.ndarray:
+    """Unit length, mean removed (over real pieces), unit length again: the
+    usual normalisation before Procrustes (Artetxe et al. 2018)."""
+    x = _unit(x)
+    x[N_SPECIAL:] -= x[N_SPECIAL:].mean(0)
+    out = _unit(x)
+    out[:N_SPECIAL] = 0.0
+    return out
+
+
+def procrustes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Orthogonal W minimising ||x W - y||_F (Schönemann 1966)."""
+    u, _, vt = np.linalg.svd(x.T @ y)
+    return u @ vt
+
+
+def precision_at_1(x: np.ndarray, y_all: np.ndarray, pairs: list[tuple[int, int]]) -> float:
+    """Share of (s, e) pairs whose aligned source vector's nearest English
+    vector (cosine) is e."""
+    if not pairs:
+        return float("nan")
+    xs = _unit(x[[s for s, _ in pairs]])
+    sims = xs @ _unit(y_all).T
+    sims[:, :N_SPECIAL] = -np.inf
+    return float(np.mean(sims.argmax(1) == np.array([e for _, e in pairs])))
+
+
+@dataclass
+class Alignment:
+    vectors: np.ndarray  # aligned, unit-length source vectors in vocabulary order
+    report: dict
+
+
+def align_to_english(
+    src_vectors: np.ndarray, en_vectors: np.ndarray, dictionary: list[tuple[int, int]], seed: int = 1, held_out: float = 0.2
+) -> Alignment:
+    """Rotate normalised source vectors into the (normalised) English space;
+    `en_vectors` must already be normalised with `center` for the queries to
+    match ULR's keys."""
+    if len(dictionary) < 10:
+        raise DataError(f"seed dictionary too small to align ({len(dictionary)} pairs; need 10)")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(dictionary))
+    n_test = max(1, int(len(dictionary) * held_out))
+    test = [dictionary[i] for i in order[:n_test]]
+    train = [dictionary[i] for i in order[n_test:]]
+    xs, ys = center(src_vectors), center(en_vectors)
+    w = procrustes(xs[[s for s, _ in train]], ys[[e for _, e in train]])
+    aligned = _unit(xs @ w)
+    aligned[:N_SPECIAL] = 0.0
+    report = {
+        "dictionary_pairs": len(dictionary),
+        "train_pairs": len(train),
+        "held_out_pairs": len(test),
+        "precision_at_1": round(precision_at_1(aligned, ys, test), 4),
+        "precision_at_1_unaligned": round(precision_at_1(xs, ys, test), 4) if xs.shape[1] == ys.shape[1] else None,
+    }
+    return Alignment(aligned.astype(np.float32), report)
+
+
+# --- the ULR vector set of a prepared folder ------------------------------------------------
+
+
+def piece_vectors(
+    vocab: Vocab, ids: list[list[int]], dim: int, epochs: int, seed: int, max_sentences: int, vec_file: str = ""
+) -> tuple[np.ndarray, str]:
+    """Vectors for every piece of `vocab`: from the user's .vec file when
+    given (missing pieces are zero), else trained on `ids`."""
+    if vec_file:
+        table = read_vec(vec_file)
+        if not table:
+            raise DataError(f"{vec_file}: no vectors")
+        file_dim = next(iter(table.values())).shape[0]
+        if file_dim != dim:
+            raise DataError(f"{vec_file}: vectors have dimension {file_dim}, the run uses vector_dim {dim}")
+        mat, found = vectors_for_vocab(vocab, table, dim)
+        return mat, f"{vec_file} ({found}/{len(vocab) - N_SPECIAL} pieces found)"
+    return train_piece_vectors(vocab, ids, dim, epochs, seed, max_sentences), f"trained on {min(len(ids), max_sentences)} sentences"
+
+
+def universal_token_ids(tgt_ids: list[list[int]], vocab_size: int, k: int) -> np.ndarray:
+    """The k most frequent English pieces (ties by id), specials excluded."""
+    counts = np.bincount(np.fromiter((i for t in tgt_ids for i in t), dtype=np.int64), minlength=vocab_size)
+    counts[:N_SPECIAL] = -1
+    k = min(k, vocab_size - N_SPECIAL)
+    return np.sort(np.argsort(-counts, kind="stable")[:k])
+
+
+def align_language(
+    vocab: Vocab,
+    src_ids: list[list[int]],
+    tgt_ids: list[list[int]],
+    en_vectors: np.ndarray,
+    dim: int,
+    epochs: int,
+    seed: int,
+    max_sentences: int,
+    mono_ids: list[list[int]] | None = None,
+    vec_file: str = "",
+    min_count: int = 3,
+) -> Alignment:
+    """Query vectors for one source language: monolingual vectors (its own
+    side of the parallel data plus any monolingual text), rotated into the
+    English space with a dictionary induced from the parallel sentences."""
+    vecs, how = piece_vectors(vocab, list(mono_ids or []) + list(src_ids), dim, epochs, seed, max_sentences, vec_file)
+    dictionary = induce_dictionary(src_ids, tgt_ids, len(vocab), en_vectors.shape[0], min_count=min_count)
+    result = align_to_english(vecs, en_vectors, dictionary, seed)
+    result.report["vectors"] = how
+    return result

@@ -1,0 +1,264 @@
+"""Model, language tables, parameter selection, checkpoints and the training
+engine (resume equivalence, budgets)."""
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from data_prep.vocab import EOS, N_SPECIAL, PAD
+from mtmeta.adaptation import adapt
+from mtmeta.checkpoint import load_bundle, read_checkpoint, save_checkpoint
+from mtmeta.data import PairData, collate, collate_source
+from mtmeta.errors import CheckpointError
+from mtmeta.model import LanguageTables, build_model
+from mtmeta.strategies import select_parameters
+from mtmeta.strategies.supervised import SupervisedStrategy
+from mtmeta.training import train
+
+from conftest import adapt_config, quiet, tiny_model, train_config
+
+
+def toy_batch(src_vocab: int, tgt_vocab: int, n: int = 3, seed: int = 0) -> tuple[PairData, dict]:
+    rng = np.random.default_rng(seed)
+    src = [rng.integers(N_SPECIAL, src_vocab, size=k).tolist() for k in (5, 3, 7)[:n]]
+    tgt = [rng.integers(N_SPECIAL, tgt_vocab, size=k).tolist() for k in (4, 6, 2)[:n]]
+    data = PairData.from_lists(src, tgt)
+    return data, collate(data, list(range(n)))
+
+
+def states_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---------------------------------------------------------------- model
+
+
+def test_forward_shape_and_collate() -> None:
+    torch.manual_seed(0)
+    model = build_model(tiny_model(), 50, {"de": 30, "fr": 20})
+    data, batch = toy_batch(30, 50)
+    ni = batch["net_input"]
+    assert ni["src_tokens"].shape == (3, 8)  # longest source 7 + EOS
+    assert ni["src_lengths"].tolist() == [6, 4, 8]
+    assert batch["target"].shape == (3, 7)
+    assert batch["ntokens"] == 4 + 6 + 2 + 3
+    # Decoder input is EOS + target[:-1]; targets end in EOS, padding is PAD.
+    assert ni["prev_output_tokens"][:, 0].tolist() == [EOS] * 3
+    assert batch["target"][2].tolist() == data.tgt[2].tolist() + [EOS] + [PAD] * 4
+    model.eval()
+    logits, _ = model(**ni)
+    assert logits.shape == (3, 7, 50)
+    assert torch.isfinite(logits).all()
+
+
+def test_collate_offsets_move_only_non_special_ids() -> None:
+    batch = collate_source([[4, 5], [7]], src_offset=100)
+    assert batch["net_input"]["src_tokens"].tolist() == [[104, 105, EOS], [107, EOS, PAD]]
+
+
+def test_language_tables_keep_languages_apart() -> None:
+    torch.manual_seed(0)
+    emb = LanguageTables(8)
+    emb.add_language("de", 10)
+    emb.add_language("fr", 12)
+    assert emb.offset("de") == 0 and emb.offset("fr") == 6  # de owns global ids 4..9, fr 10..17
+    assert emb.num_embeddings == 4 + 6 + 8
+    de_ids = torch.tensor([[4, 5, 9, EOS, PAD]])
+    fr_ids = torch.tensor([[4, 11, EOS]]) + torch.tensor([[emb.offset("fr"), emb.offset("fr"), 0]])
+    de_before, fr_before = emb(de_ids).clone(), emb(fr_ids).clone()
+    assert torch.equal(de_before[0, 0], emb.tables["de"].weight[0])
+    assert torch.equal(fr_before[0, 0], emb.tables["fr"].weight[0])
+    assert not torch.equal(de_before[0, 0], fr_before[0, 0])  # same local id, different languages
+    assert torch.equal(de_before[0, 4], torch.zeros(8))  # padding embeds to zero
+
+    emb.add_language("ro", 7)
+    assert emb.offset("ro") == 14 and emb.num_embeddings == 4 + 6 + 8 + 3
+    assert torch.equal(emb(de_ids), de_before)
+    assert torch.equal(emb(fr_ids), fr_before)
+    ro_ids = torch.tensor([[4 + emb.offset("ro")]])
+    assert torch.equal(emb(ro_ids)[0, 0], emb.tables["ro"].weight[0])
+
+    # Joint mode: a language sharing a table gets the same offset and rows.
+    emb.add_language("it", None, table="fr")
+    assert emb.offset("it") == emb.offset("fr")
+    assert emb.languages() == ["de", "fr", "ro", "it"]
+    assert LanguageTables.from_layout(8, emb.layout()).layout() == emb.layout()
+
+
+@pytest.mark.parametrize(
+    "tune, trainable",
+    [("all", {"src_embed", "encoder", "decoder"}), ("emb_enc", {"src_embed", "encoder"}), ("emb", {"src_embed"})],
+)
+def test_select_parameters(tune: str, trainable: set[str]) -> None:
+    model = build_model(tiny_model(), 40, {"de": 20, "fr": 20})
+    groups = model.parameter_groups()
+    chosen = select_parameters(model, tune)
+    assert {id(p) for p in chosen} == {id(p) for g in trainable for p in groups[g]}
+    for name, params in groups.items():
+        assert params, name
+        assert all(p.requires_grad == (name in trainable) for p in params), name
+    # The groups cover every parameter exactly once.
+    all_ids = [id(p) for g in groups.values() for p in g]
+    assert len(all_ids) == len(set(all_ids)) == len(list(model.parameters()))
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def test_checkpoint_round_trip(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    bundle, state = load_bundle(tiny_checkpoint)
+    assert bundle.languages() == ["de", "es", "fr"]
+    assert state["train_state"]["step"] == 12
+    copy = tmp_path / "copy.pt"
+    save_checkpoint(copy, bundle, note="hello")
+    again, state2 = load_bundle(copy)
+    assert state2["note"] == "hello"
+    assert states_equal(bundle.model.state_dict(), again.model.state_dict())
+    assert again.tgt_vocab.proto == bundle.tgt_vocab.proto
+    assert {k: v.proto for k, v in again.src_vocabs.items()} == {k: v.proto for k, v in bundle.src_vocabs.items()}
+    ids = bundle.src_vocab("fr").encode_batch(["Je suis là.", "Merci beaucoup."])
+    batch = collate_source(ids, bundle.src_offset("fr"))
+    batch["net_input"]["prev_output_tokens"] = torch.tensor([[EOS, 5, 6], [EOS, 7, 8]])
+    for m in (bundle.model, again.model):
+        m.eval()
+    with torch.no_grad():
+        a, _ = bundle.model(**batch["net_input"])
+        b, _ = again.model(**batch["net_input"])
+    assert torch.equal(a, b)
+    assert not (tmp_path / "copy.pt.tmp").exists()
+
+
+def test_truncated_checkpoint_raises(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    data = tiny_checkpoint.read_bytes()
+    bad = tmp_path / "half.pt"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="half.pt"):
+        load_bundle(bad)
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointError):
+        load_bundle(empty)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_bundle(tmp_path / "missing.pt")
+
+
+def test_foreign_checkpoints_refused(tmp_path: Path) -> None:
+    plain = tmp_path / "plain.pt"
+    torch.save({"weights": torch.zeros(2)}, plain)
+    with pytest.raises(CheckpointError, match="not an mtmeta checkpoint"):
+        read_checkpoint(plain)
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"format": 1, "model": {}, "obj": Path("x")}, pickled)  # needs unpickling a class
+    with pytest.raises(CheckpointError):
+        read_checkpoint(pickled)
+
+
+# ---------------------------------------------------------------- engine
+
+
+def run_train(prepared: Path, out: Path, steps: int, resume: bool, init_seed: int | None = 0, **kw) -> dict:
+    if init_seed is not None:
+        torch.manual_seed(init_seed)  # model init happens before the engine seeds torch
+    settings = {"validate_every": 3, "bleu_sentences": 2, "max_tokens": 300, **kw}
+    cfg = train_config(prepared, out, max_steps=steps, **settings)
+    return train(cfg, log=quiet, progress=False, resume=resume)
+
+
+def last_state(out: Path) -> dict:
+    return read_checkpoint(out / "last.pt")
+
+
+def test_training_is_deterministic_and_resume_is_equivalent(prepared: Path, tmp_path: Path) -> None:
+    a = run_train(prepared, tmp_path / "a", 8, resume=False)
+    a2 = run_train(prepared, tmp_path / "a2", 8, resume=False)
+    sa, sa2 = last_state(tmp_path / "a"), last_state(tmp_path / "a2")
+    assert a["step"] == 8 and a["tokens"] > 0
+    assert states_equal(sa["model"], sa2["model"]), "two identical runs differ: nothing below can be compared"
+
+    # Half the budget, then a new engine resumes from last.pt for the rest.
+    b1 = run_train(prepared, tmp_path / "b", 4, resume=False)
+    assert b1["step"] == 4
+    initial = last_state(tmp_path / "b")["model"]
+    assert not states_equal(initial, sa["model"])
+    b = run_train(prepared, tmp_path / "b", 8, resume=True, init_seed=123)  # different init: resume must overwrite it
+    sb = last_state(tmp_path / "b")
+    assert b["step"] == 8 and b["tokens"] == a["tokens"]
+    assert states_equal(sa["model"], sb["model"])
+    assert sb["train_state"]["scheduler"]["last_epoch"] == sa["train_state"]["scheduler"]["last_epoch"] == 8
+    # Validations at 0, 3, 6 and the end, whether resumed or not (plus b's stop at 4).
+    assert [h["step"] for h in sa["history"]] == [0, 3, 6, 8]
+    assert [h["step"] for h in sb["history"]] == [0, 3, 4, 6, 8]
+
+    # Resuming a finished run does no more steps.
+    c = run_train(prepared, tmp_path / "b", 8, resume=True)
+    assert c["step"] == 8 and states_equal(last_state(tmp_path / "b")["model"], sa["model"])
+
+
+def test_resume_after_sigterm_is_equivalent(prepared: Path, tmp_path: Path, monkeypatch) -> None:
+    straight = run_train(prepared, tmp_path / "a", 6, resume=False, save_every=2)
+    original = SupervisedStrategy.train_step
+
+    def step_then_term(self, engine):
+        stats = original(self, engine)
+        if engine.step == 2:  # the third step: SIGTERM arrives during it
+            engine._on_signal(signal.SIGTERM, None)
+        return stats
+
+    monkeypatch.setattr(SupervisedStrategy, "train_step", step_then_term)
+    with pytest.raises(KeyboardInterrupt):
+        run_train(prepared, tmp_path / "b", 6, resume=False, save_every=2)
+    assert last_state(tmp_path / "b")["train_state"]["step"] == 3
+    monkeypatch.undo()
+    resumed = run_train(prepared, tmp_path / "b", 6, resume=True, init_seed=7, save_every=2)
+    assert resumed["step"] == straight["step"] == 6 and resumed["tokens"] == straight["tokens"]
+    assert states_equal(last_state(tmp_path / "a")["model"], last_state(tmp_path / "b")["model"])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="library bug: train() builds the model before anything seeds torch (mtmeta/training.py build_model "
+    "runs before Engine.__init__ calls torch.manual_seed), so the same config and seed give different "
+    "initial weights depending on what ran before in the process",
+)
+def test_same_seed_same_result_without_outside_seeding(prepared: Path, tmp_path: Path) -> None:
+    run_train(prepared, tmp_path / "a", 2, resume=False, init_seed=None, bleu_sentences=0)
+    torch.rand(10)  # anything else using the global generator in between
+    run_train(prepared, tmp_path / "b", 2, resume=False, init_seed=None, bleu_sentences=0)
+    assert states_equal(last_state(tmp_path / "a")["model"], last_state(tmp_path / "b")["model"])
+
+
+def test_token_budget_stops_training(prepared: Path, tmp_path: Path) -> None:
+    r = run_train(prepared, tmp_path / "t", 0, resume=False, max_train_tokens=500, bleu_sentences=0)
+    assert 500 <= r["tokens"] < 500 + 300  # stops at the first step past the budget (<= 300 tokens a batch)
+    assert 1 < r["step"] < 10
+    assert last_state(tmp_path / "t")["train_state"]["tokens"] == r["tokens"]
+    # Steps and tokens: whichever comes first.
+    r2 = run_train(prepared, tmp_path / "t2", 2, resume=False, max_train_tokens=10**6, bleu_sentences=0)
+    assert r2["step"] == 2
+
+
+@pytest.mark.parametrize("tune, frozen", [("emb_enc", ("decoder",)), ("emb", ("encoder", "decoder"))])
+def test_adapt_tunes_only_selected_parts(
+    tiny_checkpoint: Path, prepared: Path, tmp_path: Path, tune: str, frozen: tuple[str, ...]
+) -> None:
+    cfg = adapt_config(
+        tiny_checkpoint, prepared, tmp_path / tune, tune=tune, max_steps=2, validate_every=0,
+        bleu_sentences=0, select_metric="loss", lr=1e-2, warmup_steps=1,
+    )
+    result = adapt(cfg, log=quiet, progress=False, resume=False)
+    assert result["step"] == 2
+    before, _ = load_bundle(tiny_checkpoint)
+    after, _ = load_bundle(result["last"])
+    assert after.languages() == ["de", "es", "fr", "ro"]
+    g0, g1 = before.model.parameter_groups(), after.model.parameter_groups()
+    for name in ("encoder", "decoder"):
+        same = all(torch.equal(p, q) for p, q in zip(g0[name], g1[name]))
+        assert same == (name in frozen), name
+    # Existing languages' tables are untouched by another language's training.
+    for lang in ("de", "es", "fr"):
+        assert torch.equal(before.model.src_embed.tables[lang].weight, after.model.src_embed.tables[lang].weight)

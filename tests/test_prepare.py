@@ -1,0 +1,229 @@
+"""data_prep.prepare on the minipack fixture: counts, decontamination of the
+written data, reuse and rebuild, interrupted runs, vocabulary modes and the
+protected texts."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import data_prep.prepare as prep_mod
+from data_prep.cleaning import normalize
+from data_prep.prepare import load_summary, prepare, read_protected
+from data_prep.vocab import Vocab
+from mtmeta.data import PairData
+from mtmeta.errors import DataError
+
+from conftest import SRC_VOCAB, TGT_VOCAB, prepare_config, quiet
+
+LANGS = ["de", "es", "fr"]
+PROTECTED_FILES = {
+    ("adapt", "flores200-devtest-adapt800"): 200,
+    ("adapt-valid", "flores200-devtest-valid"): 40,
+    ("test", "newstest2016"): 60,
+}
+
+
+def ws(s: str) -> str:
+    return " ".join(s.split())
+
+
+def fixture_lines(minipack: Path, pair: str, name: str, side: str) -> list[str]:
+    return (minipack / pair / f"{name}.{side}").read_text(encoding="utf-8").split("\n")[:-1]
+
+
+def protected_references(minipack: Path) -> set[str]:
+    refs = set()
+    for _, name in PROTECTED_FILES:
+        refs |= {ws(t) for t in fixture_lines(minipack, "ro-en", name, "en")}
+    return refs - {""}
+
+
+def decoded_english(prepared: Path, lang: str, split: str) -> list[str]:
+    en = Vocab.load(prepared / "vocab" / "en.model", "en")
+    data = PairData.load(prepared / "data" / f"{lang}-en" / f"{split}.npz")
+    return [en.decode(t) for t in data.tgt]
+
+
+# ---------------------------------------------------------------- counts
+
+
+def test_summary_counts(prepared: Path) -> None:
+    s = load_summary(prepared)
+    assert s["train_langs"] == LANGS
+    assert s["target_langs"] == ["ro"]
+    assert s["vocab_mode"] == "per_language"
+    de = s["counts"]["de"]
+    assert de["input"] == 608
+    assert de["duplicate"] == 3
+    # All five contaminated pairs are gone, whichever filter caught them.
+    assert de.get("contaminated_en", 0) + de.get("length_ratio", 0) == 5
+    assert de["train"] + de["valid"] == 608 - 5 - 3
+    assert de["valid"] == 20
+    for lang in ("es", "fr"):
+        c = s["counts"][lang]
+        assert c["input"] == 600 and c["train"] + c["valid"] == 600 and c["valid"] == 20
+        assert c.get("contaminated_en", 0) == c.get("duplicate", 0) == 0
+    assert s["totals"]["train"] == sum(s["counts"][x]["train"] for x in LANGS)
+    cont = s["contamination"]
+    assert cont["meta_train_en_lines_in_adapt_valid_test"] == 5
+    assert cont["verified_no_overlap"] is True
+    for lang in LANGS:
+        info = s["languages"][lang]
+        assert info["pairs"] == s["counts"][lang]["train"]
+        assert 100 < info["src_vocab"] <= SRC_VOCAB
+    assert 100 < s["tgt_vocab"] <= TGT_VOCAB
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="library bug: prepare() runs the length-ratio filter before decontamination, so 4 of the 5 "
+    "contaminated de pairs are counted as length_ratio and summary contamination.pairs_removed_english "
+    "reports 1 (data_prep/prepare.py, clean_train_text before dedup_and_decontaminate)",
+)
+def test_all_contaminated_pairs_are_counted_as_contamination(prepared: Path) -> None:
+    s = load_summary(prepared)
+    assert s["counts"]["de"]["contaminated_en"] == 5
+    assert s["contamination"]["pairs_removed_english"] == 5
+
+
+def test_decontamination_counts_without_ratio_filter(tmp_path: Path) -> None:
+    s = prepare(prepare_config(tmp_path / "p", max_len_ratio=100.0), log=quiet)
+    assert s["counts"]["de"]["contaminated_en"] == 5
+    assert s["counts"]["de"]["duplicate"] == 3
+    assert s["contamination"]["pairs_removed_english"] == 5
+    assert s["counts"]["de"]["train"] + s["counts"]["de"]["valid"] == 600
+
+
+# ---------------------------------------------------------------- written data
+
+
+def test_written_data_has_no_protected_english(prepared: Path, minipack: Path) -> None:
+    refs = protected_references(minipack)
+    assert len(refs) == 300  # adapt 200 + valid 40 + test 60, all distinct
+    s = load_summary(prepared)
+    for lang in LANGS:
+        source_en = {ws(normalize(t)) for t in fixture_lines(minipack, f"{lang}-en", "tatoeba-v2021-08-07", "en")}
+        for split in ("train", "valid"):
+            lines = decoded_english(prepared, lang, split)
+            assert len(lines) == s["counts"][lang][split]
+            leaked = [t for t in lines if ws(t) in refs]
+            assert leaked == [], f"{lang} {split}: {leaked[:2]}"
+            if split == "train":
+                # Decoding is lossless on training text: every line is a
+                # (normalised) line of the language's input file.
+                assert all(ws(t) in source_en for t in lines)
+
+
+def test_duplicates_keep_one_copy(prepared: Path, minipack: Path) -> None:
+    de = decoded_english(prepared, "de", "train") + decoded_english(prepared, "de", "valid")
+    for sentence in ("It's a legal grey area.", "It's good training.", "That is an interesting claim."):
+        assert de.count(sentence) == 1, sentence
+
+
+def test_protected_texts_written(prepared: Path, minipack: Path) -> None:
+    s = load_summary(prepared)
+    assert {(p["role"], p["name"]): p["lines"] for p in s["protected"]} == PROTECTED_FILES
+    for (role, name), n in PROTECTED_FILES.items():
+        folder = prepared / "text" / "ro-en" / role
+        src = (folder / f"{name}.ro").read_text(encoding="utf-8").split("\n")[:-1]
+        ref_bytes = (folder / f"{name}.en").read_bytes()
+        assert len(src) == n
+        # References are byte-identical to the input, sources normalised.
+        assert ref_bytes == (minipack / "ro-en" / f"{name}.en").read_bytes()
+        assert src == [normalize(x) for x in fixture_lines(minipack, "ro-en", name, "ro")]
+    test = read_protected(prepared, "ro", "test")
+    assert (test.name, len(test.src), len(test.tgt)) == ("newstest2016", 60, 60)
+
+
+def test_per_language_vocabularies(prepared: Path) -> None:
+    names = sorted(p.name for p in (prepared / "vocab").iterdir())
+    assert names == ["de.model", "en.model", "es.model", "fr.model"]
+    de = Vocab.load(prepared / "vocab" / "de.model", "de")
+    assert de.decode(de.encode("Das ist gut.")) == "Das ist gut."
+    assert not (prepared.parent / (prepared.name + ".partial")).exists()
+
+
+def test_joint_vocabulary_mode(tmp_path: Path) -> None:
+    out = tmp_path / "joint"
+    s = prepare(prepare_config(out, vocab_mode="joint"), log=quiet)
+    assert s["vocab_mode"] == "joint"
+    names = sorted(p.name for p in (out / "vocab").iterdir())
+    assert names == ["en.model", "src.model"]
+    src = Vocab.load(out / "vocab" / "src.model", "src")
+    assert src.decode(src.encode("C'est bon.")) == "C'est bon."
+    assert {s["languages"][x]["src_vocab"] for x in LANGS} == {len(src)}
+
+
+# ---------------------------------------------------------------- reuse / rebuild / interruption
+
+
+def test_rerun_reuses_and_changed_setting_rebuilds(tmp_path: Path) -> None:
+    out = tmp_path / "p"
+    first = prepare(prepare_config(out), log=quiet)
+    mtime = (out / "summary.json").stat().st_mtime_ns
+    messages: list[str] = []
+    again = prepare(prepare_config(out), log=messages.append)
+    assert again["fingerprint"] == first["fingerprint"]
+    assert any("reusing" in m for m in messages)
+    assert (out / "summary.json").stat().st_mtime_ns == mtime
+
+    changed = prepare(prepare_config(out, tgt_vocab_size=300), log=quiet)
+    assert changed["fingerprint"] != first["fingerprint"]
+    assert changed["tgt_vocab"] <= 300 < first["tgt_vocab"]
+    assert json.loads((out / "summary.json").read_text())["fingerprint"] == changed["fingerprint"]
+    # The output path is not part of the fingerprint: same inputs elsewhere match.
+    other = prepare(prepare_config(tmp_path / "q", tgt_vocab_size=300), log=quiet)
+    assert other["fingerprint"] == changed["fingerprint"]
+
+
+def test_leftover_partial_folder_is_not_prepared(tmp_path: Path, prepared: Path) -> None:
+    import shutil
+
+    out = tmp_path / "p"
+    partial = tmp_path / "p.partial"
+    shutil.copytree(prepared, partial)  # looks complete, even has a summary
+    with pytest.raises(DataError, match="not a prepared folder"):
+        load_summary(out)
+    messages: list[str] = []
+    s = prepare(prepare_config(out), log=messages.append)
+    assert not any("reusing" in m for m in messages)
+    assert (out / "summary.json").is_file() and not partial.exists()
+    assert s["fingerprint"] == load_summary(prepared)["fingerprint"]
+
+
+def test_interrupted_prepare_leaves_no_prepared_folder(tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "p"
+    calls = []
+
+    def boom(*args, **kwargs):
+        calls.append(args[0])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prep_mod, "save_pairs", boom)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(prepare_config(out), log=quiet)
+    assert calls, "save_pairs was never reached"
+    assert not out.exists()
+    with pytest.raises(DataError):
+        load_summary(out)
+    monkeypatch.undo()
+    s = prepare(prepare_config(out), log=quiet)
+    assert s["counts"]["de"]["duplicate"] == 3
+    assert not (tmp_path / "p.partial").exists()
+
+
+def test_interrupted_rebuild_keeps_previous_folder(tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "p"
+    first = prepare(prepare_config(out), log=quiet)
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prep_mod, "save_pairs", boom)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(prepare_config(out, seed=2), log=quiet)
+    assert load_summary(out)["fingerprint"] == first["fingerprint"]
+    assert (out / "data" / "de-en" / "train.npz").is_file()
