@@ -38,12 +38,25 @@ class CleaningRules:
     ratio_min_chars: int = 12
 
 
-def clean_train_text(text: ParallelText, rules: CleaningRules, counts: Counter) -> ParallelText:
-    """Normalise and filter one training text; duplicates are removed later,
-    across all files of a language."""
+def clean_train_text(
+    text: ParallelText,
+    rules: CleaningRules,
+    counts: Counter,
+    src_keys: set[str] = frozenset(),
+    en_keys: set[str] = frozenset(),
+) -> ParallelText:
+    """Normalise, decontaminate, then filter one training text. Contamination
+    is checked first so its count is exact whatever the filters would have
+    dropped anyway; duplicates are removed later, across a language's files."""
     src_out, tgt_out = [], []
     for s, t in zip(text.src, text.tgt):
         s, t = normalize(s), normalize(t)
+        if t and match_key(t) in en_keys:
+            counts["contaminated_en"] += 1
+            continue
+        if s and match_key(s) in src_keys:
+            counts["contaminated_src"] += 1
+            continue
         if not s or not t:
             counts["empty"] += 1
             continue

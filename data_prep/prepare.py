@@ -40,7 +40,7 @@ from .corpus import TARGET_LANG, TRAIN_ROLES, ParallelText
 from .vocab import train_vocab
 
 SUMMARY = "summary.json"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 
 
 def load_sources(specs: list[SourceSpec]) -> list[ParallelText]:
@@ -152,7 +152,7 @@ def prepare(cfg: PrepareConfig, log=print) -> dict:
         c["input"] = sum(len(t) for t in by_lang[lang])
         src, tgt = [], []
         for t in by_lang[lang]:
-            cleaned = clean_train_text(t, rules, c)
+            cleaned = clean_train_text(t, rules, c, src_keys, en_keys)
             src += cleaned.src
             tgt += cleaned.tgt
         src, tgt = dedup_and_decontaminate(src, tgt, src_keys, en_keys, c)

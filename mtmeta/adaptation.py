@@ -99,6 +99,7 @@ def adapt(cfg: AdaptConfig, log=print, progress: bool = True, resume: bool = Tru
     else:
         en, _, _ = load_prepared_vocabs(cfg.data, [])
         ulr = load_ulr_vectors(cfg.data) if cfg.model.embedding == "ulr" else None
+        torch.manual_seed(cfg.seed)
         bundle = Bundle(build_model(cfg.model, len(en), {}, ulr=ulr), en, {})
         start = "scratch"
     added = add_language(bundle, cfg, train_text, log)

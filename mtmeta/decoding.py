@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Iterable
 
+import sys
+
 import torch
 from fairseq.sequence_generator import SequenceGenerator
 from tqdm.auto import tqdm
@@ -59,7 +61,7 @@ def translate_ids(
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     out: list[str] = [""] * len(ids)
     batches = [order[i : i + batch_sentences] for i in range(0, len(order), batch_sentences)]
-    for batch_idx in tqdm(batches, disable=not progress, desc=f"translate {lang}", leave=False):
+    for batch_idx in tqdm(batches, disable=not (progress and sys.stderr.isatty()), desc=f"translate {lang}", leave=False):
         sample = collate_source([ids[i] if ids[i] else [] for i in batch_idx], offset)
         hypos = generator.generate([model], sample)
         for i, h in zip(batch_idx, hypos):

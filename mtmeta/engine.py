@@ -8,9 +8,11 @@ are made (see strategies/base.py).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,7 @@ from tqdm.auto import tqdm
 
 from data_prep.vocab import PAD
 from .checkpoint import Bundle, read_checkpoint, save_checkpoint
+from .errors import CheckpointError
 
 
 @dataclass
@@ -124,6 +127,11 @@ class Engine:
         if not self.last_path.is_file():
             return False
         state = read_checkpoint(self.last_path)
+        if state.get("layout") != self.model.layout() or state.get("model_config") != dataclasses.asdict(self.model.cfg):
+            raise CheckpointError(
+                f"{self.last_path} was trained with a different model or language set; "
+                "use --restart to start over, or another --output"
+            )
         self.model.load_state_dict(state["model"])
         ts = state["train_state"]
         self.step, self.tokens, self.elapsed = ts["step"], ts["tokens"], ts["elapsed"]
@@ -193,7 +201,9 @@ class Engine:
         s = self.settings
         self.model.train()
         previous = signal.signal(signal.SIGTERM, self._on_signal)
-        bar = tqdm(total=1000, disable=not self.progress, desc="train", unit="‰", leave=False)
+        # A bar only on a terminal; logs and CI get periodic plain lines instead.
+        interactive = self.progress and sys.stderr.isatty()
+        bar = tqdm(total=1000, disable=not interactive, desc="train", unit="‰", leave=False)
         bar.update(int(self._budget_fraction() * 1000))
         window_tokens, window_start = 0, time.time()
         stopped_early = False
@@ -216,6 +226,11 @@ class Engine:
                     record = {"step": self.step, "loss": stats["loss"], "tok_s": round(rate), "lr": self.scheduler.get_last_lr()[0]}
                     bar.set_postfix(loss=f"{stats['loss']:.3f}", tok_s=f"{rate:.0f}")
                     self._write_log(record)
+                    if self.progress and not interactive and self.step % (s.log_every * 5) == 0:
+                        self.log(
+                            f"step {self.step} ({self._budget_fraction():.0%} of budget): loss {stats['loss']:.3f}, "
+                            f"{rate:.0f} target tok/s, lr {record['lr']:.2e}"
+                        )
                     window_tokens, window_start = 0, time.time()
                 if s.validate_every and self.step % s.validate_every == 0:
                     t_val = time.time()  # validation time is not training time

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import torch
+
 from data_prep.prepare import load_summary, load_ulr_vectors
 from data_prep.vocab import Vocab
 from .checkpoint import Bundle
@@ -46,6 +48,7 @@ def train(cfg: TrainConfig, log=print, progress: bool = True, resume: bool = Tru
     summary = load_summary(cfg.data)
     langs = select_langs(cfg, summary)
     en, src_vocabs, joint = load_prepared_vocabs(cfg.data, langs)
+    torch.manual_seed(cfg.seed)  # the seed decides the initial weights
     model = build_model(
         cfg.model,
         len(en),

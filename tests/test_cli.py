@@ -89,8 +89,22 @@ def test_train_command(capsys, prepared: Path, tmp_path: Path) -> None:
     assert [r["validation"]["step"] for r in log if "validation" in r] == [0, 2, 3]
     assert [r["step"] for r in log if "loss" in r] == [1, 2, 3]
     # Running again resumes: no more steps.
-    again = json.loads(run_ok(capsys, "train", "--config", str(cfg), "--data", str(prepared), "--output", str(out_dir), "--max-steps", "3"))
-    assert again["step"] == 3
+    again = json.loads(run_ok(
+        capsys, "train", "--config", str(cfg), "--data", str(prepared), "--output", str(out_dir),
+        "--max-steps", "3", "--max-tokens", str(MAX_TOKENS), "--langs", "de", "fr",
+    ))
+    assert again["step"] == 3 and again["tokens"] == result["tokens"]
+
+
+def test_train_resume_with_other_languages_is_a_clean_error(capsys, prepared: Path, tmp_path: Path) -> None:
+    cfg = write_yaml(tmp_path / "r.yaml", {"train": {"bleu_sentences": 0, "model": "tiny"}})
+    common = ["train", "--config", str(cfg), "--data", str(prepared), "--output", str(tmp_path / "run"),
+              "--max-tokens", str(MAX_TOKENS), "--validate-every", "0"]
+    run_ok(capsys, *common, "--max-steps", "1", "--langs", "de", "fr")
+    try:
+        run_error(capsys, *common, "--max-steps", "2", expect="last.pt")
+    except RuntimeError as e:  # what happens today
+        raise AssertionError(f"traceback instead of a one-line error: {e}") from None
 
 
 def test_adapt_command(capsys, prepared: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
@@ -249,7 +263,7 @@ def test_missing_and_truncated_checkpoint(capsys, tiny_checkpoint: Path, prepare
     eval_dir = tmp_path / "eval"
     run_error(capsys, "evaluate", "--checkpoint", str(truncated), "--lang", "ro", "--data", str(prepared),
               "--output-dir", str(eval_dir), expect="half.pt")
-    assert not list(eval_dir.glob("*.hyp")) if eval_dir.exists() else True
+    assert not list(eval_dir.glob("*.hyp")) and not list(eval_dir.glob("*.json"))
     adapt_dir = tmp_path / "adapt"
     run_error(capsys, "adapt", "--checkpoint", str(missing), "--lang", "ro", "--data", str(prepared),
               "--output", str(adapt_dir), expect="nope.pt")

@@ -76,13 +76,6 @@ def test_summary_counts(prepared: Path) -> None:
     assert 100 < s["tgt_vocab"] <= TGT_VOCAB
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="library bug: prepare() runs the length-ratio filter before decontamination, so 4 of the 5 "
-    "contaminated de pairs are counted as length_ratio and summary contamination.pairs_removed_english "
-    "reports 1 (data_prep/prepare.py, clean_train_text before dedup_and_decontaminate)",
-)
 def test_all_contaminated_pairs_are_counted_as_contamination(prepared: Path) -> None:
     s = load_summary(prepared)
     assert s["counts"]["de"]["contaminated_en"] == 5
