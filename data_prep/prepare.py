@@ -278,8 +278,8 @@ def build_ulr_vectors(cfg: PrepareConfig, out: Path, en_vocab, src_vocabs: dict,
     en_ids = [ids for lang in langs for ids in en_vocab.encode_batch(train_text[lang][1])]
     en_mono = [ids for f in cfg.mono_files.get("en", []) for ids in en_vocab.encode_batch(_read_mono(f))]
     rng = random.Random(seed)
-    en_corpus = en_mono + rng.sample(en_ids, min(len(en_ids), 4 * cap))
-    en_vecs, how = piece_vectors(en_vocab, en_corpus, dim, ep, seed, 4 * cap, cfg.vector_files.get("en", ""))
+    en_corpus = en_mono + rng.sample(en_ids, min(len(en_ids), 2 * cap))  # English: twice a language's share
+    en_vecs, how = piece_vectors(en_vocab, en_corpus, dim, ep, seed, len(en_corpus), cfg.vector_files.get("en", ""))
     en_vecs = center(en_vecs)
     keys = universal_token_ids(en_ids, len(en_vocab), cfg.num_universal)
     np.save(folder / "en.npy", en_vecs)

@@ -103,6 +103,10 @@ def cmd_train(args) -> int:
         cfg.model = dataclasses.replace(C.MODEL_PRESETS[args.preset])
     if args.embedding:
         cfg.model = dataclasses.replace(cfg.model, embedding=args.embedding)
+    if args.meta_variant:
+        cfg.meta = dataclasses.replace(cfg.meta, variant=args.meta_variant)
+    if args.meta_valid_lang:
+        cfg.meta = dataclasses.replace(cfg.meta, meta_valid_lang=args.meta_valid_lang)
     cfg = _override(
         cfg,
         data=args.data,
@@ -259,7 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config")
     s.add_argument("--data")
     s.add_argument("--output")
-    s.add_argument("--strategy", choices=["multitask", "transfer"])
+    s.add_argument("--strategy", choices=["multitask", "transfer", "metanmt"])
+    s.add_argument("--meta-variant", choices=["fomaml", "maml", "reptile", "metasgd"])
+    s.add_argument("--meta-valid-lang", help="MetaNMT: fine-tune a copy on this language's adapt set to pick checkpoints")
     s.add_argument("--preset", choices=list(C.MODEL_PRESETS))
     s.add_argument("--embedding", choices=["tables", "ulr"], help="source embedding: per-language tables or ULR")
     s.add_argument("--langs", nargs="+")

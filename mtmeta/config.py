@@ -134,11 +134,42 @@ MODEL_PRESETS = {
 
 
 @dataclass
+class MetaConfig:
+    """MetaNMT (Gu et al. 2018): each source pair is a task; simulated
+    learning on one batch, meta-update on another batch of the same pair."""
+
+    variant: str = "fomaml"  # fomaml (paper) | maml (second order) | reptile | metasgd
+    inner_steps: int = 1  # k simulated steps on D (paper: 1)
+    inner_optimizer: str = "sgd"  # sgd | adam (a fresh Adam per task, as in the paper)
+    inner_lr: float = 1e-3
+    tasks_per_step: int = 1  # meta-gradients averaged over this many tasks
+    task_sampling: str = "uniform"  # uniform (paper) | size (p ~ n^(1/temperature))
+    meta_valid_lang: str = ""  # e.g. ro: fine-tune a copy on its adapt set to pick checkpoints
+    meta_valid_steps: int = 20
+    meta_valid_sentences: int = 100
+
+    def validate(self) -> None:
+        if self.variant not in ("fomaml", "maml", "reptile", "metasgd"):
+            raise ConfigError(f"meta.variant {self.variant!r} unknown (fomaml, maml, reptile, metasgd)")
+        if self.inner_optimizer not in ("sgd", "adam"):
+            raise ConfigError(f"meta.inner_optimizer {self.inner_optimizer!r} unknown (sgd, adam)")
+        if self.task_sampling not in ("uniform", "size"):
+            raise ConfigError(f"meta.task_sampling {self.task_sampling!r} unknown (uniform, size)")
+        if self.inner_steps < 1 or self.tasks_per_step < 1:
+            raise ConfigError("meta.inner_steps and meta.tasks_per_step must be >= 1")
+        if self.variant in ("maml", "metasgd") and self.inner_optimizer != "sgd":
+            raise ConfigError(f"meta.variant {self.variant} differentiates through plain SGD inner steps: use inner_optimizer: sgd")
+        if self.meta_valid_lang:
+            check_lang(self.meta_valid_lang, "meta.meta_valid_lang")
+
+
+@dataclass
 class TrainConfig:
     data: str = "work/prepared"
     output: str = "work/runs/multitask"
-    strategy: str = "multitask"  # multitask | transfer
+    strategy: str = "multitask"  # multitask | transfer | metanmt
     model: ModelConfig = field(default_factory=ModelConfig)
+    meta: MetaConfig = field(default_factory=MetaConfig)
     langs: list[str] = field(default_factory=list)  # empty: all prepared training languages
     parent_lang: str = ""  # transfer: the one high-resource parent pair
     temperature: float = 5.0  # language sampling p ~ n^(1/T)
@@ -160,10 +191,11 @@ class TrainConfig:
 
     def validate(self) -> None:
         self.model.validate()
-        if self.strategy not in ("multitask", "transfer"):
+        if self.strategy not in ("multitask", "transfer", "metanmt"):
             raise ConfigError(
-                f"strategy {self.strategy!r} unknown (multitask, transfer; 'scratch' is `mtmeta adapt --scratch`)"
+                f"strategy {self.strategy!r} unknown (multitask, transfer, metanmt; 'scratch' is `mtmeta adapt --scratch`)"
             )
+        self.meta.validate()
         if self.select_metric not in ("loss", "bleu", "chrf"):
             raise ConfigError(f"select_metric {self.select_metric!r} unknown (loss, bleu, chrf)")
         if self.strategy == "transfer":
@@ -207,10 +239,22 @@ class AdaptConfig:
     vector_file: str = ""  # ULR: your own fastText .vec for the new language
     mono_files: list[str] = field(default_factory=list)  # ULR: extra monolingual text for its vectors
     vector_epochs: int = 10
+    # Against forgetting the source languages: an L2 pull toward the
+    # pre-trained start (the paper's Gaussian prior) or EWC.
+    regularizer: str = "none"  # none | l2 | ewc
+    reg_lambda: float = 0.0
+    fisher_batches: int = 20  # EWC: source-task batches for the diagonal Fisher estimate
+    forgetting_lang: str = ""  # a source language whose held-out BLEU is reported before/after adapting
     seed: int = 1
 
     def validate(self) -> None:
         check_lang(self.lang, "adapt lang")
+        if self.regularizer not in ("none", "l2", "ewc"):
+            raise ConfigError(f"regularizer {self.regularizer!r} unknown (none, l2, ewc)")
+        if self.regularizer != "none" and (self.reg_lambda <= 0 or not self.checkpoint):
+            raise ConfigError("a regularizer needs reg_lambda > 0 and a pre-trained checkpoint")
+        if self.forgetting_lang:
+            check_lang(self.forgetting_lang, "forgetting_lang")
         if self.zero_shot and not self.checkpoint:
             raise ConfigError("zero_shot needs a pre-trained checkpoint")
         if self.select_metric not in ("loss", "bleu", "chrf"):

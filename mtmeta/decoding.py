@@ -20,7 +20,7 @@ def translate(
     sentences: list[str],
     beam: int = 4,
     batch_sentences: int = 64,
-    max_len_a: float = 1.5,
+    max_len_a: float = 1.2,
     max_len_b: int = 10,
     progress: bool = False,
 ) -> list[str]:
@@ -39,7 +39,7 @@ def translate_ids(
     ids: list[list[int]],
     beam: int = 4,
     batch_sentences: int = 64,
-    max_len_a: float = 1.5,
+    max_len_a: float = 1.2,
     max_len_b: int = 10,
     progress: bool = False,
 ) -> list[str]:

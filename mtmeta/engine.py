@@ -50,7 +50,8 @@ class EngineSettings:
 def sequence_loss(model, batch: dict, label_smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Label-smoothed cross-entropy summed over target tokens (fairseq's)."""
     logits, _ = model(**batch["net_input"])
-    lprobs = torch.log_softmax(logits, dim=-1, dtype=torch.float32)
+    # float32 at least (half-precision logits), float64 kept for gradient checks
+    lprobs = torch.log_softmax(logits if logits.dtype == torch.float64 else logits.float(), dim=-1)
     target = batch["target"]
     loss, nll = label_smoothed_nll_loss(
         lprobs.view(-1, lprobs.size(-1)), target.view(-1), label_smoothing, ignore_index=PAD, reduce=True

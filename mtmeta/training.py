@@ -3,6 +3,7 @@ transfer from one parent pair), on the one engine."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import torch
@@ -17,7 +18,8 @@ from .errors import ConfigError
 from .model import build_model
 from .strategies import PRETRAIN_STRATEGIES
 from .tasks import Task, TaskSampler
-from .validation import Validator
+from .strategies.meta import MetaStrategy
+from .validation import MetaValidator, Validator
 
 
 def load_prepared_vocabs(data_dir: str | Path, langs: list[str]) -> tuple[Vocab, dict[str, Vocab], bool]:
@@ -74,10 +76,17 @@ def train(cfg: TrainConfig, log=print, progress: bool = True, resume: bool = Tru
         )
         for lang in langs
     }
-    sampler = TaskSampler(tasks, cfg.temperature, cfg.seed)
-    strategy = PRETRAIN_STRATEGIES[cfg.strategy](sampler)
+    if cfg.strategy == "metanmt":
+        # MetaNMT samples tasks uniformly by default (temperature -> infinity).
+        temperature = math.inf if cfg.meta.task_sampling == "uniform" else cfg.temperature
+        strategy = MetaStrategy(TaskSampler(tasks, temperature, cfg.seed), cfg.meta, model)
+    else:
+        strategy = PRETRAIN_STRATEGIES[cfg.strategy](TaskSampler(tasks, cfg.temperature, cfg.seed))
     valid = {lang: PairData.load(data_dir / f"{lang}-en" / "valid.npz") for lang in langs}
     validator = Validator(valid, cfg.bleu_sentences, select=cfg.select_metric, max_tokens=cfg.max_tokens)
+    if cfg.strategy == "metanmt" and cfg.meta.meta_valid_lang:
+        m = cfg.meta
+        validator = MetaValidator(cfg.data, m.meta_valid_lang, m.meta_valid_steps, m.meta_valid_sentences, cfg.select_metric, cfg.lr, seed=cfg.seed)
     engine = Engine(
         bundle,
         strategy,

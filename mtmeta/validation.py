@@ -50,3 +50,51 @@ class Validator:
         else:
             metrics["score"] = metrics.get(self.select, -math.inf)
         return metrics
+
+
+class MetaValidator:
+    """MetaNMT's meta-validation: fine-tune a copy of the model for a few
+    steps on a validation language's adapt set, then score that copy on the
+    language's validation set. The language then no longer counts as unseen."""
+
+    def __init__(self, data: str, lang: str, steps: int, sentences: int, select: str, lr: float, max_tokens: int = 2000, seed: int = 1):
+        from data_prep.prepare import read_protected
+
+        self.data, self.lang, self.steps, self.sentences = data, lang, steps, sentences
+        self.select, self.lr, self.max_tokens, self.seed = select, lr, max_tokens, seed
+        self.train_text = read_protected(data, lang, "adapt")
+        self.valid_text = read_protected(data, lang, "adapt-valid")
+
+    def __call__(self, engine) -> dict:
+        import copy
+
+        from .adaptation import add_language
+        from .config import AdaptConfig
+        from .tasks import Task
+
+        bundle = copy.deepcopy(engine.bundle)
+        cfg = AdaptConfig(lang=self.lang, data=self.data, seed=self.seed, vector_epochs=5)
+        add_language(bundle, cfg, self.train_text, log=lambda *_: None)
+        vocab = bundle.src_vocab(self.lang)
+        train = PairData.from_lists(vocab.encode_batch(self.train_text.src), bundle.tgt_vocab.encode_batch(self.train_text.tgt))
+        valid = PairData.from_lists(vocab.encode_batch(self.valid_text.src), bundle.tgt_vocab.encode_batch(self.valid_text.tgt))
+        task = Task(self.lang, train, bundle.src_offset(self.lang), self.max_tokens, bundle.model.cfg.max_positions, self.seed)
+        model = bundle.model
+        opt = torch.optim.Adam([p for p in model.parameters()], lr=self.lr)
+        model.train()
+        with torch.enable_grad():
+            for _ in range(self.steps):
+                batch = task.next_batch()
+                opt.zero_grad(set_to_none=True)
+                loss, _ = sequence_loss(model, batch, 0.1)
+                (loss / batch["ntokens"]).backward()
+                opt.step()
+        model.eval()
+
+        class _View:  # what Validator reads from an engine
+            pass
+
+        view = _View()
+        view.bundle = bundle
+        metrics = Validator({self.lang: valid}, self.sentences, self.select, self.max_tokens)(view)
+        return {f"meta_{k}" if k != "score" else k: v for k, v in metrics.items()} | {"meta_valid_lang": self.lang}

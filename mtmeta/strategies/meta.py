@@ -1,0 +1,208 @@
+"""MetaNMT (Gu et al., EMNLP 2018): meta-learning over language pairs.
+
+One meta-step, for each of `tasks_per_step` sampled tasks (language pairs):
+  1. draw two disjoint batches D and D' of that pair;
+  2. simulated learning: from theta take k inner steps on D -> theta';
+  3. meta-gradient: the loss of theta' on D', differentiated w.r.t. theta.
+The engine then applies the averaged meta-gradient with the outer optimiser.
+
+Variants:
+  fomaml  first-order: the gradient at theta' is used as theta's (the paper);
+  maml    second-order: differentiate through the inner SGD steps
+          (torch.func.functional_call; attention on the math SDPA backend,
+          the fused CPU kernels have no double backward);
+  reptile theta moves toward theta' (gradient := theta - theta');
+  metasgd learned per-parameter inner learning rates (Li et al. 2017),
+          first-order in theta, exact in the learning rates.
+
+Parameter split (paper, with ULR): the inner loop updates the language-
+specific delta, A, the encoder and the decoder; the meta-update trains the
+encoder, decoder, universal values and A; delta returns to its start after
+each meta-step (it is never meta-updated). Without ULR the per-language
+tables take delta's place in the inner loop and are meta-updated too, since
+nothing else would train them.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from ..config import MetaConfig
+from ..engine import sequence_loss
+from ..model.ulr import UniversalLexicalEmbedding
+from .base import Strategy
+
+
+def parameter_split(model) -> tuple[list[str], list[str]]:
+    """(inner names, outer names) following the paper."""
+    names = [n for n, p in model.named_parameters()]
+    emb = model.src_embed
+    if isinstance(emb, UniversalLexicalEmbedding):
+        inner = [n for n in names if not n.endswith("embed_tokens.values")]
+        outer = [n for n in names if ".delta." not in n]
+    else:
+        inner = outer = list(names)
+    return inner, outer
+
+
+def batch_loss(model, batch, label_smoothing, params=None) -> torch.Tensor:
+    """Per-token loss; with `params`, evaluated functionally at those values."""
+    if params is None:
+        loss, _ = sequence_loss(model, batch, label_smoothing)
+    else:
+        loss, _ = sequence_loss(_Functional(model, params), batch, label_smoothing)
+    return loss / batch["ntokens"]
+
+
+class _Functional:
+    """Calls `model` with substituted parameters (torch.func)."""
+
+    def __init__(self, model, params):
+        self.model, self.params = model, params
+
+    def __call__(self, **net_input):
+        return functional_call(self.model, self.params, args=(), kwargs=net_input, strict=False)
+
+
+class MetaStrategy(Strategy):
+    name = "metanmt"
+
+    def __init__(self, sampler, cfg: MetaConfig, model):
+        super().__init__(sampler, tune="all")
+        self.cfg = cfg
+        self.inner_names, self.outer_names = parameter_split(model)
+        if cfg.variant == "reptile":  # Reptile needs every meta-updated parameter to move in the inner loop
+            self.inner_names = sorted(set(self.inner_names) | set(self.outer_names))
+        self.inner_lrs = nn.ParameterDict()
+        if cfg.variant == "metasgd":
+            params = dict(model.named_parameters())
+            for n in self.inner_names:
+                self.inner_lrs[n.replace(".", "__")] = nn.Parameter(torch.full_like(params[n], cfg.inner_lr))
+
+    # --- which parameters the outer optimiser owns -----------------------------------
+    def trainable_parameters(self, model) -> list[nn.Parameter]:
+        for p in model.parameters():
+            p.requires_grad_(True)  # inner-only parameters need gradients too
+        params = dict(model.named_parameters())
+        return [params[n] for n in self.outer_names] + list(self.inner_lrs.values())
+
+    # --- one meta-step ----------------------------------------------------------------------
+    def train_step(self, engine) -> dict:
+        model = engine.model
+        ls = engine.settings.label_smoothing
+        params = dict(model.named_parameters())
+        meta_grads = {n: torch.zeros_like(params[n]) for n in self.outer_names}
+        lr_grads = {k: torch.zeros_like(v) for k, v in self.inner_lrs.items()}
+        losses, ntokens = [], 0
+        for _ in range(self.cfg.tasks_per_step):
+            task = self.sampler.sample()
+            support, query = task.next_batch(), task.next_batch()
+            ntokens += support["ntokens"] * self.cfg.inner_steps + query["ntokens"]
+            run = {"fomaml": self._first_order, "reptile": self._reptile, "maml": self._second_order, "metasgd": self._meta_sgd}
+            loss, grads, lrg = run[self.cfg.variant](model, params, support, query, ls)
+            losses.append(loss)
+            for n in self.outer_names:
+                if grads.get(n) is not None:
+                    meta_grads[n] += grads[n] / self.cfg.tasks_per_step
+            for k, g in lrg.items():
+                lr_grads[k] += g / self.cfg.tasks_per_step
+        model.zero_grad(set_to_none=True)
+        for n, g in meta_grads.items():
+            params[n].grad = g
+        for k, g in lr_grads.items():
+            self.inner_lrs[k].grad = g
+        return {"loss": sum(losses) / len(losses), "ntokens": ntokens}
+
+    def _inner_optimizer(self, params):
+        if self.cfg.inner_optimizer == "adam":  # fresh Adam per task, as in the paper
+            return torch.optim.Adam(params, lr=self.cfg.inner_lr, betas=(0.9, 0.98))
+        return torch.optim.SGD(params, lr=self.cfg.inner_lr)
+
+    def _simulate(self, model, params, support, ls) -> dict[str, torch.Tensor]:
+        """k in-place inner steps on `support`; returns the saved theta."""
+        inner = [params[n] for n in self.inner_names]
+        saved = {n: params[n].detach().clone() for n in params}
+        opt = self._inner_optimizer(inner)
+        for _ in range(self.cfg.inner_steps):
+            model.zero_grad(set_to_none=True)
+            batch_loss(model, support, ls).backward()
+            opt.step()
+        return saved
+
+    @staticmethod
+    def _restore(params, saved) -> None:
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(saved[n])
+
+    def _first_order(self, model, params, support, query, ls):
+        saved = self._simulate(model, params, support, ls)
+        model.zero_grad(set_to_none=True)
+        loss = batch_loss(model, query, ls)
+        loss.backward()
+        grads = {n: None if params[n].grad is None else params[n].grad.detach().clone() for n in self.outer_names}
+        self._restore(params, saved)
+        return loss.item(), grads, {}
+
+    def _reptile(self, model, params, support, query, ls):
+        saved = self._simulate(model, params, support, ls)
+        with torch.no_grad():
+            loss = batch_loss(model, query, ls).item()
+            grads = {n: saved[n] - params[n].detach() for n in self.outer_names}
+        self._restore(params, saved)
+        return loss, grads, {}
+
+    def _second_order(self, model, params, support, query, ls):
+        model.zero_grad(set_to_none=True)
+        with sdpa_kernel([SDPBackend.MATH]):
+            fast = dict(params)
+            for _ in range(self.cfg.inner_steps):
+                loss_in = batch_loss(model, support, ls, fast)
+                inner = [fast[n] for n in self.inner_names]
+                grads = torch.autograd.grad(loss_in, inner, create_graph=True, allow_unused=True)
+                for n, g in zip(self.inner_names, grads):
+                    if g is not None:
+                        fast[n] = fast[n] - self.cfg.inner_lr * g
+            loss = batch_loss(model, query, ls, fast)
+            outer = [params[n] for n in self.outer_names]
+            meta = torch.autograd.grad(loss, outer, allow_unused=True)
+        return loss.item(), dict(zip(self.outer_names, meta)), {}
+
+    def _meta_sgd(self, model, params, support, query, ls):
+        model.zero_grad(set_to_none=True)
+        fast = dict(params)
+        for _ in range(self.cfg.inner_steps):
+            loss_in = batch_loss(model, support, ls, fast)
+            inner = [fast[n] for n in self.inner_names]
+            grads = torch.autograd.grad(loss_in, inner, allow_unused=True)
+            for n, g in zip(self.inner_names, grads):
+                if g is not None:
+                    fast[n] = fast[n] - self.inner_lrs[n.replace(".", "__")] * g.detach()
+        loss = batch_loss(model, query, ls, fast)
+        outer = [params[n] for n in self.outer_names]
+        lrs = list(self.inner_lrs.values())
+        all_grads = torch.autograd.grad(loss, outer + lrs, allow_unused=True)
+        meta = dict(zip(self.outer_names, all_grads[: len(outer)]))
+        lr_grads = {k: g for k, g in zip(self.inner_lrs.keys(), all_grads[len(outer) :]) if g is not None}
+        return loss.item(), meta, lr_grads
+
+    # --- checkpoint state --------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        state["inner_lrs"] = {k: v.detach().clone() for k, v in self.inner_lrs.items()}
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        with torch.no_grad():
+            for k, v in state.get("inner_lrs", {}).items():
+                self.inner_lrs[k].copy_(v)
+
+
+def uniform_temperature() -> float:
+    """TaskSampler temperature that makes task sampling uniform."""
+    return math.inf

@@ -1,0 +1,191 @@
+"""MetaNMT: meta-gradients of each variant, and a tiny end-to-end run."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import MAX_TOKENS, quiet, train_config
+from mtmeta import config as C
+from mtmeta.data import PairData
+from mtmeta.model import build_model
+from mtmeta.strategies.meta import MetaStrategy, batch_loss, parameter_split
+from mtmeta.tasks import Task, TaskSampler
+
+
+def tiny(dtype=torch.float32, ulr=False):
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(C.MODEL_PRESETS["tiny"], dropout=0.0, attention_dropout=0.0, embed_dim=16, ffn_dim=16, heads=2)
+    vectors = None
+    if ulr:
+        cfg = dataclasses.replace(cfg, embedding="ulr")
+        g = np.random.default_rng(0)
+        vectors = {"en_vectors": g.standard_normal((30, 4)), "key_ids": np.arange(4, 14), "queries": {"de": g.standard_normal((20, 4))}}
+    model = build_model(cfg, 30, {"de": 20}, ulr=vectors).to(dtype)
+    g = np.random.default_rng(1)
+    src = [g.integers(4, 20, size=g.integers(3, 7)).tolist() for _ in range(16)]
+    tgt = [g.integers(4, 30, size=g.integers(3, 7)).tolist() for _ in range(16)]
+    task = Task("de", PairData.from_lists(src, tgt), model.src_embed.offset("de"), 60, 64, seed=3)
+    return model, task
+
+
+def engine_for(model):
+    return SimpleNamespace(model=model, settings=SimpleNamespace(label_smoothing=0.0))
+
+
+def strategy(model, task, **meta):
+    cfg = C.MetaConfig(**{"inner_lr": 0.1, **meta})
+    return MetaStrategy(TaskSampler({"de": task}, 1.0, seed=0), cfg, model)
+
+
+def test_first_order_meta_gradient_is_the_plain_gradient_at_theta_prime():
+    model, task = tiny()
+    s = strategy(model, task, variant="fomaml")
+    s.trainable_parameters(model)
+    support, query = copy.deepcopy(task).next_batch(), None
+    probe = copy.deepcopy(task)
+    support, query = probe.next_batch(), probe.next_batch()
+    # by hand: one SGD step on D, then the gradient on D'
+    ref = copy.deepcopy(model)
+    batch_loss(ref, support, 0.0).backward()
+    with torch.no_grad():
+        for p in ref.parameters():
+            if p.grad is not None:
+                p -= 0.1 * p.grad
+    ref.zero_grad()
+    batch_loss(ref, query, 0.0).backward()
+    expected = {n: p.grad for n, p in ref.named_parameters()}
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    s.train_step(engine_for(model))
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n]), f"{n}: parameters must be restored after simulated learning"
+        if expected[n] is None:
+            assert p.grad is None or p.grad.abs().sum() == 0
+        else:
+            assert torch.allclose(p.grad, expected[n], atol=1e-6), n
+
+
+def test_second_order_meta_gradient_matches_finite_differences():
+    model, task = tiny(torch.float64)
+    s = strategy(model, task, variant="maml")
+    s.trainable_parameters(model)
+    probe = copy.deepcopy(task)
+    support, query = probe.next_batch(), probe.next_batch()
+    s.train_step(engine_for(model))
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    def meta_loss(m):
+        params = dict(m.named_parameters())
+        inner = batch_loss(m, support, 0.0)
+        g = torch.autograd.grad(inner, list(params.values()), allow_unused=True)
+        fast = {n: p - 0.1 * gi if gi is not None else p for (n, p), gi in zip(params.items(), g)}
+        return batch_loss(m, query, 0.0, fast).item()
+
+    torch.manual_seed(5)
+    direction = {n: torch.randn_like(p) for n, p in model.named_parameters()}
+    eps = 1e-5
+    shifted = []
+    for sign in (1, -1):
+        m = copy.deepcopy(model)
+        with torch.no_grad():
+            for n, p in m.named_parameters():
+                p += sign * eps * direction[n]
+        shifted.append(meta_loss(m))
+    numeric = (shifted[0] - shifted[1]) / (2 * eps)
+    analytic = sum((grads[n] * direction[n]).sum().item() for n in grads)
+    assert abs(numeric - analytic) < 1e-4 * max(1.0, abs(numeric)), (numeric, analytic)
+    # and it differs from the first-order approximation
+    fo_model, fo_task = tiny(torch.float64)
+    fo = strategy(fo_model, fo_task, variant="fomaml")
+    fo.trainable_parameters(fo_model)
+    fo.train_step(engine_for(fo_model))
+    first_order = sum((p.grad * direction[n]).sum().item() for n, p in fo_model.named_parameters() if p.grad is not None)
+    assert abs(first_order - analytic) > 1e-6
+
+
+def test_reptile_moves_theta_toward_theta_prime():
+    model, task = tiny()
+    s = strategy(model, task, variant="reptile", inner_steps=3)
+    outer = s.trainable_parameters(model)
+    theta = {n: p.detach().clone() for n, p in model.named_parameters()}
+    probe = copy.deepcopy(task)
+    support = probe.next_batch()
+    ref = copy.deepcopy(model)
+    opt = torch.optim.SGD(ref.parameters(), lr=0.1)
+    for _ in range(3):
+        opt.zero_grad()
+        batch_loss(ref, support, 0.0).backward()
+        opt.step()
+    theta_prime = {n: p.detach() for n, p in ref.named_parameters()}
+    s.train_step(engine_for(model))
+    torch.optim.SGD(outer, lr=0.5).step()
+    for n, p in model.named_parameters():
+        if not torch.equal(theta[n], theta_prime[n]):
+            assert torch.allclose(p.detach(), theta[n] + 0.5 * (theta_prime[n] - theta[n]), atol=1e-6), n
+
+
+def test_meta_sgd_learning_rates_receive_gradients_and_are_trained():
+    model, task = tiny()
+    s = strategy(model, task, variant="metasgd")
+    params = s.trainable_parameters(model)
+    assert any(p is lr for p in params for lr in s.inner_lrs.values())
+    s.train_step(engine_for(model))
+    nonzero = [k for k, v in s.inner_lrs.items() if v.grad is not None and v.grad.abs().sum() > 0]
+    assert len(nonzero) > len(s.inner_lrs) // 2
+
+
+def test_ulr_parameter_split_follows_the_paper():
+    model, _ = tiny(ulr=True)
+    inner, outer = parameter_split(model)
+    assert any(".delta." in n for n in inner) and not any(".delta." in n for n in outer)
+    assert any(n.endswith("embed_tokens.values") for n in outer) and not any(n.endswith("embed_tokens.values") for n in inner)
+    assert any(n.endswith("embed_tokens.A") for n in inner) and any(n.endswith("embed_tokens.A") for n in outer)
+    assert any(n.startswith("encoder.layers") for n in inner) and any(n.startswith("decoder.layers") for n in outer)
+
+
+def test_delta_is_reset_after_each_meta_step():
+    model, task = tiny(ulr=True)
+    s = strategy(model, task, variant="fomaml")
+    s.trainable_parameters(model)
+    s.train_step(engine_for(model))
+    assert all(t.weight.abs().sum() == 0 for t in model.src_embed.delta.tables.values())
+
+
+@pytest.mark.parametrize("variant", ["fomaml", "maml", "reptile", "metasgd"])
+def test_meta_training_end_to_end_then_adapt_and_translate(variant, prepared: Path, tmp_path: Path):
+    from mtmeta.adaptation import adapt
+    from mtmeta.checkpoint import load_bundle
+    from mtmeta.decoding import translate
+    from mtmeta.training import train
+
+    cfg = train_config(prepared, tmp_path / "meta", strategy="metanmt", max_steps=3, validate_every=3, max_tokens=MAX_TOKENS // 2)
+    cfg.meta = C.MetaConfig(variant=variant, inner_optimizer="sgd" if variant in ("maml", "metasgd") else "adam", tasks_per_step=2)
+    result = train(cfg, log=quiet, progress=False)
+    assert result["step"] == 3
+    tunes = ("all", "emb_enc", "emb") if variant == "fomaml" else ("all",)
+    for tune in tunes:
+        out = tmp_path / f"adapt-{tune}"
+        ad = C.AdaptConfig(
+            checkpoint=result["best"], lang="ro", data=str(prepared), output=str(out), tune=tune, src_vocab_size=200,
+            max_steps=2, validate_every=2, bleu_sentences=4, max_tokens=MAX_TOKENS, patience=0,
+        )
+        adapted = adapt(ad, log=quiet, progress=False)
+        bundle, _ = load_bundle(adapted["best"])
+        hyps = translate(bundle, "ro", ["Bună ziua.", "Mulțumesc."], beam=2)
+        assert len(hyps) == 2
+
+
+def test_meta_validation_scores_a_fine_tuned_copy(prepared: Path, tmp_path: Path):
+    from mtmeta.training import train
+
+    cfg = train_config(prepared, tmp_path / "meta-valid", strategy="metanmt", max_steps=2, validate_every=2)
+    cfg.meta = C.MetaConfig(meta_valid_lang="ro", meta_valid_steps=2, meta_valid_sentences=4)
+    result = train(cfg, log=quiet, progress=False)
+    log = (tmp_path / "meta-valid" / "train_log.jsonl").read_text()
+    assert '"meta_valid_lang": "ro"' in log and "meta_chrf" in log
+    assert result["step"] == 2
