@@ -40,7 +40,7 @@ from .corpus import TARGET_LANG, TRAIN_ROLES, ParallelText
 from .vocab import train_vocab
 
 SUMMARY = "summary.json"
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 
 
 def load_sources(specs: list[SourceSpec]) -> list[ParallelText]:

@@ -14,6 +14,7 @@ Users can bring their own vectors as fastText `.vec` text files instead.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from mtmeta.errors import DataError
 from .vocab import N_SPECIAL, Vocab
 
 logging.getLogger("gensim").setLevel(logging.WARNING)
+
+EPOCH_REFERENCE_SENTENCES = 50_000  # corpora this large train for the configured epochs
 
 
 # --- fastText .vec text format --------------------------------------------------
@@ -82,13 +85,17 @@ def train_piece_vectors(
     vocab: Vocab, sentences: list[list[int]], dim: int, epochs: int = 5, seed: int = 1, max_sentences: int = 30000
 ) -> np.ndarray:
     """Skip-gram vectors with character n-grams for every piece of `vocab`
-    (pieces never seen in the text still get a vector from their n-grams)."""
+    (pieces never seen in the text still get a vector from their n-grams).
+    `epochs` is a minimum: smaller corpora get proportionally more."""
     from gensim.models import FastText
 
     pieces = vocab.pieces()
     corpus = [[pieces[i] for i in s] for s in sentences[:max_sentences] if len(s)]
     if not corpus:
         raise DataError(f"no text to train {vocab.lang!r} vectors on")
+    # Small corpora get more passes (up to 40): with 5 epochs a 12K-sentence
+    # language aligned at precision@1 0.004, with 20 at 0.10 (Danish, measured).
+    epochs = max(epochs, min(40, math.ceil(epochs * EPOCH_REFERENCE_SENTENCES / len(corpus))))
     model = FastText(
         vector_size=dim, window=5, min_count=1, sg=1, min_n=2, max_n=5, workers=2, seed=seed, epochs=epochs
     )

@@ -4,11 +4,20 @@ parallel set (or train on it from scratch, the baseline).
 A language the model has never seen gets its own sentencepiece vocabulary,
 trained on the adapt set's source side, and a fresh embedding table; nothing
 else about the model or the other languages changes.
+
+Against forgetting the source languages (`regularizer: l2 | ewc`), the
+fine-tuning loss gets a quadratic pull toward the pre-trained parameters
+(mtmeta/regularizers.py); EWC's Fisher is estimated on the prepared
+training data of the source languages the checkpoint knows. With
+`forgetting_lang`, one source language's held-out set is scored before
+adapting and with the best adapted checkpoint (OUTPUT/forgetting.json).
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -25,7 +34,8 @@ from .engine import Engine, EngineSettings
 from .errors import ConfigError
 from .model import build_model
 from .model.ulr import UniversalLexicalEmbedding
-from .strategies import FineTuneStrategy
+from .regularizers import EWC, L2Prior, anchor_parameters, estimate_fisher, parameter_distance, tuned_names
+from .strategies import FineTuneStrategy, select_parameters
 from .tasks import Task, TaskSampler
 from .training import load_prepared_vocabs
 from .validation import Validator
@@ -90,8 +100,141 @@ def add_language(bundle: Bundle, cfg: AdaptConfig, train: ParallelText, log=prin
     return info
 
 
+# --- source languages: forgetting report and EWC data ----------------------------
+
+
+def _prepared_vocabs_match(cfg: AdaptConfig, bundle: Bundle, lang: str) -> bool:
+    """Whether the prepared folder's ids for `lang` (and English) are the
+    checkpoint's: its .npz files hold ids local to those vocabularies."""
+    en, src, joint = load_prepared_vocabs(cfg.data, [lang])
+    return en.proto == bundle.tgt_vocab.proto and src["src" if joint else lang].proto == bundle.src_vocab(lang).proto
+
+
+def _source_split(cfg: AdaptConfig, bundle: Bundle, lang: str, split: str, what: str) -> PairData:
+    """data/<lang>-en/<split>.npz of a source language the checkpoint knows,
+    checked to be encoded with the checkpoint's vocabularies."""
+    known = [x for x in bundle.languages() if x != cfg.lang]
+    if lang == cfg.lang or lang not in bundle.languages():
+        raise ConfigError(
+            f"{what} {lang!r} is not a source language of {cfg.checkpoint} (knows: {', '.join(known) or 'none'})"
+        )
+    path = Path(cfg.data) / "data" / f"{lang}-en" / f"{split}.npz"
+    if not path.is_file():
+        raise ConfigError(f"{what} {lang!r}: no held-out data {path} (a prepared folder with {lang}-en is needed: --data)")
+    if not _prepared_vocabs_match(cfg, bundle, lang):
+        raise ConfigError(
+            f"{what} {lang!r}: {cfg.data} was prepared with other vocabularies than {cfg.checkpoint}; "
+            "use the prepared folder the model was trained on"
+        )
+    data = PairData.load(path)
+    if not len(data):
+        raise ConfigError(f"{what} {lang!r}: {path} holds no sentence pairs")
+    return data
+
+
+def score_language(bundle: Bundle, lang: str, data: PairData, sentences: int, max_tokens: int) -> dict:
+    """Per-token NLL and greedy BLEU/chrF of `bundle` on held-out `data`
+    (BLEU on the first `sentences` pairs)."""
+    validator = Validator({lang: data}, sentences, select="loss", max_tokens=max_tokens)
+    model = bundle.model
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            metrics = validator(SimpleNamespace(bundle=bundle))
+    finally:
+        model.train(was_training)
+    metrics.pop("score", None)
+    return metrics
+
+
+def fisher_source_batches(cfg: AdaptConfig, bundle: Bundle, log=print):
+    """`cfg.fisher_batches` training batches of the source languages the
+    checkpoint knows and the prepared folder has (same vocabularies), taken
+    round-robin over the languages in each one's seeded shuffled order."""
+    data_dir = Path(cfg.data) / "data"
+    if not (Path(cfg.data) / "summary.json").is_file():
+        raise ConfigError(f"regularizer ewc estimates the Fisher on the source languages' training data: {cfg.data} is not a prepared folder (--data)")
+    langs, skipped = [], []
+    for lang in bundle.languages():
+        if lang == cfg.lang or not (data_dir / f"{lang}-en" / "train.npz").is_file():
+            continue
+        (langs if _prepared_vocabs_match(cfg, bundle, lang) else skipped).append(lang)
+    if skipped:
+        log(f"EWC: skipping {', '.join(skipped)}: prepared with other vocabularies than the checkpoint")
+    if not langs:
+        raise ConfigError(
+            f"regularizer ewc: {cfg.data} has no training data for any source language of {cfg.checkpoint} "
+            f"(knows: {', '.join(x for x in bundle.languages() if x != cfg.lang)}); use the prepared folder it was trained on"
+        )
+    max_len = bundle.model.cfg.max_positions
+    tasks = []
+    for lang in langs:
+        try:
+            tasks.append(Task(lang, PairData.load(data_dir / f"{lang}-en" / "train.npz"), bundle.src_offset(lang), cfg.max_tokens, max_len, cfg.seed))
+        except ValueError:  # empty, or nothing fits max_tokens
+            continue
+    if not tasks:
+        raise ConfigError(f"regularizer ewc: no source-language training batch fits max_tokens={cfg.max_tokens}")
+    return langs, [tasks[i % len(tasks)].next_batch() for i in range(cfg.fisher_batches)]
+
+
+def build_regularizer(cfg: AdaptConfig, bundle: Bundle, anchor: dict, log=print):
+    """L2Prior or EWC over the anchored parameters being tuned (the new
+    language's table has no anchor entry, so it is free)."""
+    names = [n for n in tuned_names(bundle.model) if n in anchor]
+    anchor = {n: anchor[n] for n in names}
+    if cfg.regularizer == "l2":
+        reg = L2Prior(anchor, cfg.reg_lambda)
+        log(f"L2 prior toward the pre-trained parameters: lambda {cfg.reg_lambda:g}, {len(names)} tensors")
+        return reg
+    langs, batches = fisher_source_batches(cfg, bundle, log)
+    fisher = estimate_fisher(bundle.model, batches, names, normalize=True)
+    reg = EWC(bundle.model, fisher, anchor, cfg.reg_lambda)
+    reg.source_langs = langs
+    log(
+        f"EWC: diagonal Fisher from {len(batches)} batches of {', '.join(langs)} (normalised to mean 1); "
+        f"lambda {cfg.reg_lambda:g}, {len(names)} tensors"
+    )
+    return reg
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
+    tmp.replace(path)
+
+
+def _forgetting_report(cfg: AdaptConfig, data: PairData, before: dict, best: Path, log=print) -> dict:
+    after_bundle, state = load_bundle(best)
+    n = min(len(data), cfg.bleu_sentences or len(data))
+    after = score_language(after_bundle, cfg.forgetting_lang, data, n, cfg.max_tokens)
+    report = {
+        "lang": cfg.forgetting_lang,
+        "sentences": n,
+        "before": before,
+        "after": after,
+        "change": {k: after[k] - before[k] for k in ("bleu", "chrf", "valid_nll") if k in before and k in after},
+        "before_checkpoint": cfg.checkpoint,
+        "after_checkpoint": str(best),
+        "after_step": int(state.get("train_state", {}).get("step", 0)),
+    }
+    _write_json(Path(cfg.output) / "forgetting.json", report)
+    log(
+        f"forgetting ({cfg.forgetting_lang}, {n} held-out sentences): BLEU {before.get('bleu', float('nan')):.2f} -> "
+        f"{after.get('bleu', float('nan')):.2f}, chrF {before.get('chrf', float('nan')):.2f} -> {after.get('chrf', float('nan')):.2f}"
+    )
+    return report
+
+
 def adapt(cfg: AdaptConfig, log=print, progress: bool = True, resume: bool = True) -> dict:
     cfg.validate()
+    torch.manual_seed(cfg.seed)  # the new language's table starts the same on every run
+    if cfg.regularizer == "ewc" and cfg.fisher_batches < 1:
+        raise ConfigError("regularizer ewc needs fisher_batches >= 1")
+    if cfg.forgetting_lang and not cfg.checkpoint:
+        raise ConfigError("forgetting_lang measures what a pre-trained model forgets: it needs a checkpoint")
     train_text, valid_text = load_adapt_texts(cfg)
     if cfg.checkpoint:
         bundle, _ = load_bundle(cfg.checkpoint)
@@ -102,7 +245,14 @@ def adapt(cfg: AdaptConfig, log=print, progress: bool = True, resume: bool = Tru
         torch.manual_seed(cfg.seed)
         bundle = Bundle(build_model(cfg.model, len(en), {}, ulr=ulr), en, {})
         start = "scratch"
+    forget_data = _source_split(cfg, bundle, cfg.forgetting_lang, "valid", "forgetting_lang") if cfg.forgetting_lang else None
+    # theta*: the pre-trained parameters, before the new language adds any
+    anchor = anchor_parameters(bundle.model) if cfg.regularizer != "none" and not cfg.zero_shot else None
     added = add_language(bundle, cfg, train_text, log)
+    before = None
+    if forget_data is not None:
+        n = min(len(forget_data), cfg.bleu_sentences or len(forget_data))
+        before = score_language(bundle, cfg.forgetting_lang, forget_data, n, cfg.max_tokens)
     vocab = bundle.src_vocab(cfg.lang)
     encode = lambda t: PairData.from_lists(vocab.encode_batch(t.src), bundle.tgt_vocab.encode_batch(t.tgt))  # noqa: E731
     train_data, valid_data = encode(train_text), encode(valid_text)
@@ -112,9 +262,16 @@ def adapt(cfg: AdaptConfig, log=print, progress: bool = True, resume: bool = Tru
         path = Path(cfg.output) / "best.pt"
         save_checkpoint(path, bundle, run_config={"kind": "adapt", **dataclasses.asdict(cfg)}, history=[], added=added)
         log(f"zero-shot model for {cfg.lang} -> {path}")
-        return {"step": 0, "tokens": 0, "minutes": 0.0, "best_score": float("nan"), "best": str(path), "last": str(path), "added": added}
+        result = {"step": 0, "tokens": 0, "minutes": 0.0, "best_score": float("nan"), "best": str(path), "last": str(path), "added": added}
+        if before is not None:
+            result["forgetting"] = _forgetting_report(cfg, forget_data, before, path, log)
+        return result
     tune = cfg.tune if cfg.checkpoint else "all"
-    strategy = FineTuneStrategy(TaskSampler({cfg.lang: task}, 1.0, cfg.seed), tune=tune)
+    regularizer = None
+    if anchor is not None:
+        select_parameters(bundle.model, tune)  # what the engine will tune: only that is regularised
+        regularizer = build_regularizer(cfg, bundle, anchor, log)
+    strategy = FineTuneStrategy(TaskSampler({cfg.lang: task}, 1.0, cfg.seed), tune=tune, regularizer=regularizer)
     validator = Validator({cfg.lang: valid_data}, cfg.bleu_sentences, select=cfg.select_metric, max_tokens=cfg.max_tokens)
     log(
         f"adapting to {cfg.lang} from {start} ({added['vocabulary']} vocabulary; tuning {tune}): "
@@ -132,4 +289,16 @@ def adapt(cfg: AdaptConfig, log=print, progress: bool = True, resume: bool = Tru
     )
     result = engine.run(resume=resume)
     log(f"adapted {result['step']} steps in {result['minutes']:.1f} min; best {cfg.select_metric} {result['best_score']:.2f} -> {engine.best_path}")
-    return {**result, "best": str(engine.best_path), "last": str(engine.last_path), "added": added}
+    result = {**result, "best": str(engine.best_path), "last": str(engine.last_path), "added": added}
+    if regularizer is not None:
+        info = regularizer.describe()
+        if getattr(regularizer, "source_langs", None):
+            info["source_langs"] = regularizer.source_langs
+            info["fisher_batches"] = cfg.fisher_batches
+        with torch.no_grad():
+            info["final_penalty"] = float(regularizer.penalty(engine.model))
+        info["final_distance"] = parameter_distance(engine.model, regularizer.anchor)
+        result["regularizer"] = info
+    if before is not None:
+        result["forgetting"] = _forgetting_report(cfg, forget_data, before, engine.best_path, log)
+    return result

@@ -37,6 +37,31 @@ class ScratchStrategy(SupervisedStrategy):
 
 
 class FineTuneStrategy(SupervisedStrategy):
-    """Adaptation to a new language, tuning the parts `tune` names."""
+    """Adaptation to a new language, tuning the parts `tune` names.
+
+    With a `regularizer` (mtmeta.regularizers: L2Prior or EWC) the step
+    minimises  loss / ntokens + regularizer.penalty(model): the penalty is
+    added unscaled to the per-token loss, so lambda weighs the prior against
+    one target token's worth of likelihood whatever the batch size. The
+    reported "loss" stays the data term alone (comparable with unregularised
+    runs); "penalty" is the regulariser's value."""
 
     name = "finetune"
+
+    def __init__(self, sampler, tune: str = "all", regularizer=None):
+        super().__init__(sampler, tune)
+        self.regularizer = regularizer
+
+    def train_step(self, engine) -> dict:
+        if self.regularizer is None:
+            return super().train_step(engine)
+        batch = self.sampler.sample().next_batch()
+        loss, nll = sequence_loss(engine.model, batch, engine.settings.label_smoothing)
+        penalty = self.regularizer.penalty(engine.model)
+        (loss / batch["ntokens"] + penalty).backward()
+        return {
+            "loss": loss.item() / batch["ntokens"],
+            "nll": nll.item() / batch["ntokens"],
+            "penalty": penalty.item(),
+            "ntokens": batch["ntokens"],
+        }
