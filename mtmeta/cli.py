@@ -123,8 +123,15 @@ def cmd_train(args) -> int:
         validate_every=args.validate_every,
         save_every=args.save_every,
     )
-    result = train(cfg, log=_log(args), progress=not _quiet(args), resume=not args.restart)
-    print(json.dumps(result, indent=1))
+    # Under torchrun (train joins the workers' process group): rank 0 prints the result.
+    from . import distributed
+
+    try:
+        result = train(cfg, log=_log(args), progress=not _quiet(args), resume=not args.restart)
+        if distributed.is_main():
+            print(json.dumps(result, indent=1))
+    finally:
+        distributed.shutdown()
     return 0
 
 
@@ -156,6 +163,10 @@ def cmd_adapt(args) -> int:
         random_queries=args.random_queries or None,
         vector_file=args.vector_file,
         mono_files=args.mono_files,
+        regularizer=args.regularizer,
+        reg_lambda=args.reg_lambda,
+        fisher_batches=args.fisher_batches,
+        forgetting_lang=args.forgetting_lang,
     )
     result = adapt(cfg, log=_log(args), progress=not _quiet(args), resume=not args.restart)
     print(json.dumps(result, indent=1))
@@ -303,6 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--random-queries", action="store_true", help="ULR ablation: random query vectors for the new language")
     s.add_argument("--vector-file", help="ULR: your own fastText .vec for the new language")
     s.add_argument("--mono-files", nargs="+", help="ULR: monolingual text files to train the new language's vectors on")
+    s.add_argument("--regularizer", choices=["none", "l2", "ewc"], help="against forgetting: L2 pull toward the pre-trained weights, or EWC")
+    s.add_argument("--reg-lambda", type=float, help="regularizer strength (added to the per-token loss)")
+    s.add_argument("--fisher-batches", type=int, help="EWC: source-language training batches for the diagonal Fisher")
+    s.add_argument("--forgetting-lang", help="a source language whose held-out BLEU/chrF is reported before and after adapting")
     s.add_argument("--restart", action="store_true")
     s.set_defaults(func=cmd_adapt)
 

@@ -18,11 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
 from tqdm.auto import tqdm
 
 from data_prep.vocab import PAD
+from . import distributed as dist_util
 from .checkpoint import Bundle, read_checkpoint, save_checkpoint
 from .errors import CheckpointError
 
@@ -80,7 +82,12 @@ class Engine:
         self.run_config = run_config or {}
         self.log = log
         self.progress = progress
-        torch.manual_seed(settings.seed)
+        # Data parallel under torchrun (mtmeta/distributed.py): every rank has its own
+        # seed (dropout); rank 0 alone logs, validates and writes. Single process: rank 0 of 1.
+        self.rank, self.world_size = dist_util.get_rank(), dist_util.get_world_size()
+        if self.rank != 0:
+            self.log, self.progress = (lambda *_: None), False
+        torch.manual_seed(dist_util.rank_seed(settings.seed, self.rank))
         self.params = strategy.trainable_parameters(self.model)
         self.optimizer = torch.optim.Adam(self.params, lr=settings.lr, betas=(0.9, 0.98), eps=1e-8)
         warmup = max(1, settings.warmup_steps)
@@ -105,7 +112,9 @@ class Engine:
     def best_path(self) -> Path:
         return self.output / "best.pt"
 
-    def save(self, path: Path) -> None:
+    def save(self, path: Path, ranks: list[dict] | None = None) -> None:
+        # Distributed: `ranks` holds every rank's sampler and RNG state (see save_last).
+        extra = {} if ranks is None else {"world_size": len(ranks), "ranks": ranks}
         save_checkpoint(
             path,
             self.bundle,
@@ -121,8 +130,20 @@ class Engine:
                 "scheduler": self.scheduler.state_dict(),
                 "strategy": self.strategy.state_dict(),
                 "torch_rng": torch.get_rng_state(),
+                **extra,
             },
         )
+
+    def save_last(self) -> None:
+        """Write last.pt. Distributed, a collective: every rank's sampler and
+        RNG state are gathered into it and rank 0 writes it."""
+        if self.world_size == 1:
+            self.save(self.last_path)
+            return
+        ranks = dist_util.all_gather_object({"strategy": self.strategy.state_dict(), "torch_rng": torch.get_rng_state()})
+        if self.rank == 0:
+            self.save(self.last_path, ranks=ranks)
+        dist_util.barrier()
 
     def resume(self) -> bool:
         if not self.last_path.is_file():
@@ -141,9 +162,36 @@ class Engine:
         self.scheduler.load_state_dict(ts["scheduler"])
         self.strategy.load_state_dict(ts["strategy"])
         torch.set_rng_state(ts["torch_rng"])
+        if self.world_size > 1:  # distributed: this rank's own sampler and RNG state
+            self._resume_rank(ts)
         self.history = list(state.get("history", []))
         self.log(f"resumed {self.last_path} at step {self.step} ({self.tokens} tokens, {self.elapsed / 60:.1f} min)")
         return True
+
+    def _resume_rank(self, ts: dict) -> None:
+        ranks = ts.get("ranks") or []
+        if len(ranks) == self.world_size:
+            self.strategy.load_state_dict(ranks[self.rank]["strategy"])
+            torch.set_rng_state(ranks[self.rank]["torch_rng"])
+            return
+        # Saved by a run with another number of workers: rank 0 goes on with the saved
+        # stream, the others draw fresh ones (their batches cannot be the uninterrupted run's).
+        self.log(f"{self.last_path} was saved by {len(ranks) or 1} worker(s), now {self.world_size}: new sampling streams for ranks 1+")
+        if self.rank != 0:
+            seed = dist_util.rank_seed(self.settings.seed + self.step, self.rank)
+            sampler = getattr(self.strategy, "sampler", None)
+            if sampler is not None:
+                sampler.rng = np.random.default_rng(seed)
+            torch.manual_seed(seed)
+
+    def _check_same_start(self, resumed: bool) -> None:
+        """Distributed: every rank must have resumed from the same last.pt."""
+        starts = dist_util.all_gather_object((bool(resumed), self.step))
+        if len(set(starts)) > 1:
+            raise CheckpointError(
+                f"workers disagree on where to start (resumed, step by rank: {starts}); "
+                f"{self.last_path} must be on a filesystem every worker sees"
+            )
 
     # --- budget ----------------------------------------------------------------
     def budget_left(self) -> bool:
@@ -167,8 +215,25 @@ class Engine:
             parts.append(self.tokens / s.max_train_tokens)
         return min(1.0, max(parts)) if parts else 0.0
 
+    def _keep_going(self) -> bool:
+        if self.world_size > 1:  # distributed: rank 0's clock decides, and a stop asked of any rank stops all
+            elapsed, stop = dist_util.all_reduce_max([self.elapsed if self.rank == 0 else 0.0, float(self._stop_signal)])
+            self.elapsed, self._stop_signal = elapsed, bool(stop)
+        return self.budget_left() and not self._stop_signal
+
     # --- loop --------------------------------------------------------------------
     def validate(self) -> dict:
+        if self.world_size > 1:
+            # Distributed: rank 0 validates (and writes best.pt) while the others wait for its
+            # outcome, so history, best score and early stopping agree on every rank.
+            metrics = self._validate() if self.rank == 0 else {}
+            self.history, self.best_score, self.bad_validations = dist_util.broadcast_object(
+                (self.history, self.best_score, self.bad_validations)
+            )
+            return metrics
+        return self._validate()
+
+    def _validate(self) -> dict:
         if self.validate_fn is None:
             return {}
         self.model.eval()
@@ -191,17 +256,27 @@ class Engine:
         return metrics
 
     def _write_log(self, record: dict) -> None:
+        if self.rank != 0:  # distributed: rank 0 writes the log
+            return
         self.output.mkdir(parents=True, exist_ok=True)
         with open(self.output / "train_log.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 
     def run(self, resume: bool = True) -> dict:
         self.output.mkdir(parents=True, exist_ok=True)
-        if not (resume and self.resume()):
+        resumed = resume and self.resume()
+        if self.world_size > 1:
+            self._check_same_start(resumed)
+        if not resumed:
             self.validate()  # the starting point is a checkpoint too (zero steps)
+        if self.world_size > 1:  # distributed: all ranks start from rank 0's parameters
+            dist_util.broadcast_parameters(self.model)
+            dist_util.broadcast_tensors(self.params)
         s = self.settings
         self.model.train()
         previous = signal.signal(signal.SIGTERM, self._on_signal)
+        # Distributed: Ctrl-C too stops all ranks at the same step (an exception mid-collective would hang the others).
+        previous_int = signal.signal(signal.SIGINT, self._on_signal) if self.world_size > 1 else None
         # A bar only on a terminal; logs and CI get periodic plain lines instead.
         interactive = self.progress and sys.stderr.isatty()
         bar = tqdm(total=1000, disable=not interactive, desc="train", unit="‰", leave=False)
@@ -209,10 +284,14 @@ class Engine:
         window_tokens, window_start = 0, time.time()
         stopped_early = False
         try:
-            while self.budget_left() and not self._stop_signal:
+            while self._keep_going():
                 t0 = time.time()
                 self.optimizer.zero_grad(set_to_none=True)
                 stats = self.strategy.train_step(self)
+                if self.world_size > 1:  # distributed: average gradients; count every rank's tokens
+                    dist_util.all_reduce_gradients(self.params)
+                    ntokens, loss = dist_util.all_reduce_sum([stats["ntokens"], stats["loss"]])
+                    stats = {**stats, "ntokens": int(ntokens), "loss": loss / self.world_size}
                 if s.clip_norm > 0:
                     torch.nn.utils.clip_grad_norm_(self.params, s.clip_norm)
                 self.optimizer.step()
@@ -242,20 +321,22 @@ class Engine:
                         stopped_early = True
                         break
                 if s.save_every and self.step % s.save_every == 0:
-                    self.save(self.last_path)
+                    self.save_last()
         except KeyboardInterrupt:
             self._stop_signal = True
         finally:
             bar.close()
             signal.signal(signal.SIGTERM, previous)
+            if previous_int is not None:
+                signal.signal(signal.SIGINT, previous_int)
         if self._stop_signal:
-            self.save(self.last_path)
+            self.save_last()
             self.log(f"interrupted at step {self.step}; progress saved to {self.last_path} (run again to resume)")
             raise KeyboardInterrupt
         if not stopped_early and (not self.history or self.history[-1]["step"] != self.step):
             self.validate()
-        self.save(self.last_path)
-        if not self.best_path.exists():
+        self.save_last()
+        if self.rank == 0 and not self.best_path.exists():
             self.save(self.best_path)
         return {"step": self.step, "tokens": self.tokens, "minutes": self.elapsed / 60, "best_score": self.best_score}
 

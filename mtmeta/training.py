@@ -10,6 +10,7 @@ import torch
 
 from data_prep.prepare import load_summary, load_ulr_vectors
 from data_prep.vocab import Vocab
+from . import distributed
 from .checkpoint import Bundle
 from .config import TrainConfig
 from .data import PairData
@@ -47,6 +48,11 @@ def select_langs(cfg: TrainConfig, summary: dict) -> list[str]:
 
 def train(cfg: TrainConfig, log=print, progress: bool = True, resume: bool = True) -> dict:
     cfg.validate()
+    # Under torchrun: join the other workers (no-op in a single process). Each rank draws
+    # its own batches (rank_seed; rank 0's are the single-process ones); only rank 0 logs.
+    rank, _ = distributed.init_from_env()
+    if rank != 0:
+        log = lambda *_: None  # noqa: E731
     summary = load_summary(cfg.data)
     langs = select_langs(cfg, summary)
     en, src_vocabs, joint = load_prepared_vocabs(cfg.data, langs)
@@ -72,16 +78,16 @@ def train(cfg: TrainConfig, log=print, progress: bool = True, resume: bool = Tru
             bundle.src_offset(lang),
             cfg.max_tokens,
             cfg.model.max_positions,
-            cfg.seed,
+            distributed.rank_seed(cfg.seed, rank),  # distributed: per-rank batch order
         )
         for lang in langs
     }
     if cfg.strategy == "metanmt":
         # MetaNMT samples tasks uniformly by default (temperature -> infinity).
         temperature = math.inf if cfg.meta.task_sampling == "uniform" else cfg.temperature
-        strategy = MetaStrategy(TaskSampler(tasks, temperature, cfg.seed), cfg.meta, model)
+        strategy = MetaStrategy(TaskSampler(tasks, temperature, distributed.rank_seed(cfg.seed, rank)), cfg.meta, model)
     else:
-        strategy = PRETRAIN_STRATEGIES[cfg.strategy](TaskSampler(tasks, cfg.temperature, cfg.seed))
+        strategy = PRETRAIN_STRATEGIES[cfg.strategy](TaskSampler(tasks, cfg.temperature, distributed.rank_seed(cfg.seed, rank)))
     valid = {lang: PairData.load(data_dir / f"{lang}-en" / "valid.npz") for lang in langs}
     validator = Validator(valid, cfg.bleu_sentences, select=cfg.select_metric, max_tokens=cfg.max_tokens)
     if cfg.strategy == "metanmt" and cfg.meta.meta_valid_lang:
