@@ -144,3 +144,15 @@ def test_bad_vec_file_is_a_clear_error(tmp_path):
     path.write_text("2 3\nfoo 1 2 3\nbar 1 2\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"bad.vec:3"):
         read_vec(path)
+
+
+def test_emb_tuning_with_ulr_trains_delta_and_a_only():
+    from mtmeta.strategies import select_parameters
+
+    model = make_ulr_model()
+    chosen = {id(p) for p in select_parameters(model, "emb")}
+    emb = model.src_embed
+    assert id(emb.A) in chosen and id(emb.values) not in chosen
+    assert all(id(t.weight) in chosen for t in emb.delta.tables.values())
+    assert not any(id(p) in chosen for p in model.decoder.parameters())
+    assert id(emb.values) in {id(p) for p in select_parameters(model, "emb_enc")}

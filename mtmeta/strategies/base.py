@@ -10,10 +10,15 @@ from ..tasks import TaskSampler
 
 def select_parameters(model, tune: str) -> list[nn.Parameter]:
     """all: everything; emb_enc: source embeddings + encoder (decoder frozen);
-    emb: source embeddings only."""
+    emb: source embeddings only (with ULR: delta and A)."""
     groups = model.parameter_groups()
     names = {"all": ("src_embed", "encoder", "decoder"), "emb_enc": ("src_embed", "encoder"), "emb": ("src_embed",)}[tune]
     chosen = [p for name in names for p in groups[name]]
+    universal = getattr(model.src_embed, "values", None)
+    if tune == "emb" and universal is not None:
+        # ULR: "emb" tunes the language-specific delta and A only (MetaNMT);
+        # the universal values stay shared with every other language.
+        chosen = [p for p in chosen if p is not universal]
     chosen_ids = {id(p) for p in chosen}
     for p in model.parameters():
         p.requires_grad_(id(p) in chosen_ids)
