@@ -167,7 +167,7 @@ def test_meta_training_end_to_end_then_adapt_and_translate(variant, prepared: Pa
     cfg.meta = C.MetaConfig(variant=variant, inner_optimizer="sgd" if variant in ("maml", "metasgd") else "adam", tasks_per_step=2)
     result = train(cfg, log=quiet, progress=False)
     assert result["step"] == 3
-    tunes = ("all", "emb_enc", "emb") if variant == "fomaml" else ("all",)
+    tunes = ("all", "emb_enc", "emb")
     for tune in tunes:
         out = tmp_path / f"adapt-{tune}"
         ad = C.AdaptConfig(
