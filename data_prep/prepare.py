@@ -200,12 +200,14 @@ def prepare(cfg: PrepareConfig, log=print) -> dict:
 
     log("binarising")
     lang_info = {}
+    train_ids: dict[str, tuple[list[list[int]], list[list[int]]]] = {}  # kept for the ULR vectors
     for lang in train_langs:
         for split, store in (("train", train_text), ("valid", valid_text)):
             s_ids = src_vocabs[lang].encode_batch(store[lang][0]) if store[lang][0] else []
             t_ids = en_vocab.encode_batch(store[lang][1]) if store[lang][1] else []
             save_pairs(tmp / "data" / f"{lang}-en" / f"{split}.npz", s_ids, t_ids)
             if split == "train":
+                train_ids[lang] = (s_ids, t_ids)
                 lang_info[lang] = {
                     "pairs": len(s_ids),
                     "src_tokens": sum(map(len, s_ids)),
@@ -216,7 +218,7 @@ def prepare(cfg: PrepareConfig, log=print) -> dict:
     ulr_report = None
     if cfg.ulr_vectors:
         log("ULR: training monolingual vectors and aligning each language to English")
-        ulr_report = build_ulr_vectors(cfg, tmp, en_vocab, src_vocabs, train_text, log)
+        ulr_report = build_ulr_vectors(cfg, tmp, en_vocab, src_vocabs, train_ids, log)
 
     protected_info = []
     for t in protected:
@@ -263,7 +265,7 @@ def prepare(cfg: PrepareConfig, log=print) -> dict:
     return summary
 
 
-def build_ulr_vectors(cfg: PrepareConfig, out: Path, en_vocab, src_vocabs: dict, train_text: dict, log) -> dict:
+def build_ulr_vectors(cfg: PrepareConfig, out: Path, en_vocab, src_vocabs: dict, train_ids: dict, log) -> dict:
     """vectors/en.npy (normalised English piece vectors), vectors/keys.npy
     (universal token ids), vectors/<table>.npy (aligned queries) and the
     alignment report."""
@@ -274,8 +276,8 @@ def build_ulr_vectors(cfg: PrepareConfig, out: Path, en_vocab, src_vocabs: dict,
     folder = out / "vectors"
     folder.mkdir()
     seed, dim, ep, cap = cfg.seed, cfg.vector_dim, cfg.vector_epochs, cfg.vector_max_sentences
-    langs = list(train_text)
-    en_ids = [ids for lang in langs for ids in en_vocab.encode_batch(train_text[lang][1])]
+    langs = list(train_ids)
+    en_ids = [ids for lang in langs for ids in train_ids[lang][1]]
     en_mono = [ids for f in cfg.mono_files.get("en", []) for ids in en_vocab.encode_batch(_read_mono(f))]
     rng = random.Random(seed)
     en_corpus = en_mono + rng.sample(en_ids, min(len(en_ids), 2 * cap))  # English: twice a language's share
@@ -292,8 +294,8 @@ def build_ulr_vectors(cfg: PrepareConfig, out: Path, en_vocab, src_vocabs: dict,
         vocab = src_vocabs[members[0]]
         src_ids, tgt_ids = [], []
         for lang in members:
-            src_ids += vocab.encode_batch(train_text[lang][0])
-            tgt_ids += en_vocab.encode_batch(train_text[lang][1])
+            src_ids += train_ids[lang][0]
+            tgt_ids += train_ids[lang][1]
         mono = [ids for lang in members for f in cfg.mono_files.get(lang, []) for ids in vocab.encode_batch(_read_mono(f))]
         vec_file = cfg.vector_files.get(table, "")
         al = align_language(vocab, src_ids, tgt_ids, en_vecs, dim, ep, seed, cap, mono, vec_file)

@@ -15,11 +15,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from mtmeta.config import LANG_RE
 from mtmeta.errors import DataError
 
 from .corpus import ROLES, TARGET_LANG, ParallelText
 
-_LANG_RE = re.compile(r"^[a-z]{2,3}$")
 MANIFEST = "MANIFEST.tsv"
 _MANIFEST_COLUMNS = ("pair", "role", "name", "lines", "origin", "license")
 
@@ -28,7 +28,7 @@ _MANIFEST_COLUMNS = ("pair", "role", "name", "lines", "origin", "license")
 
 
 def check_lang(lang: str, where: str = "") -> str:
-    if not isinstance(lang, str) or not _LANG_RE.match(lang):
+    if not isinstance(lang, str) or not LANG_RE.match(lang):
         at = f" in {where}" if where else ""
         raise DataError(f"bad language code {lang!r}{at}: expected 2-3 lowercase letters (ISO 639)")
     if lang == TARGET_LANG:

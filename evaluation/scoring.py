@@ -6,6 +6,7 @@ from pathlib import Path
 
 from sacrebleu.metrics import BLEU, CHRF
 
+from data_prep.sources import read_lines
 from mtmeta.errors import DataError
 
 
@@ -27,22 +28,8 @@ def score(hypotheses: list[str], references: list[str]) -> dict:
     }
 
 
-def read_text(path: str | Path) -> list[str]:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 (byte {e.start})") from None
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [line.rstrip("\r") for line in lines]
-
-
 def score_files(hyp_path: str | Path, ref_path: str | Path) -> dict:
-    hyps, refs = read_text(hyp_path), read_text(ref_path)
+    hyps, refs = read_lines(hyp_path), read_lines(ref_path)
     if len(hyps) != len(refs):
         raise DataError(f"{hyp_path} has {len(hyps)} lines but {ref_path} has {len(refs)}")
     result = score(hyps, refs)

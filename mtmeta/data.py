@@ -85,11 +85,11 @@ def collate(data: PairData, indices, src_offset: int = 0) -> dict:
     local ids into the model's global source table (specials stay put)."""
     srcs = [_with_eos(data.src[i]) for i in indices]
     tgts = [_with_eos(data.tgt[i]) for i in indices]
-    src_tokens = _pad(srcs, left=False)
+    src_tokens = _pad(srcs)
     if src_offset:
         src_tokens = torch.where(src_tokens >= N_SPECIAL, src_tokens + src_offset, src_tokens)
-    target = _pad(tgts, left=False)
-    prev = _pad([np.concatenate(([EOS], t[:-1])) for t in tgts], left=False)
+    target = _pad(tgts)
+    prev = _pad([np.concatenate(([EOS], t[:-1])) for t in tgts])
     return {
         "net_input": {
             "src_tokens": src_tokens,
@@ -105,7 +105,7 @@ def collate(data: PairData, indices, src_offset: int = 0) -> dict:
 def collate_source(src_ids: list[list[int]], src_offset: int = 0) -> dict:
     """Source-only batch for decoding."""
     srcs = [_with_eos(np.asarray(s, dtype=np.int64)) for s in src_ids]
-    tokens = _pad(srcs, left=False)
+    tokens = _pad(srcs)
     if src_offset:
         tokens = torch.where(tokens >= N_SPECIAL, tokens + src_offset, tokens)
     return {"net_input": {"src_tokens": tokens, "src_lengths": torch.tensor([len(s) for s in srcs])}}
@@ -115,14 +115,12 @@ def _with_eos(ids: np.ndarray) -> np.ndarray:
     return np.concatenate((ids, [EOS])).astype(np.int64)
 
 
-def _pad(seqs: list[np.ndarray], left: bool) -> torch.Tensor:
+def _pad(seqs: list[np.ndarray]) -> torch.Tensor:
+    """Right-padded, as fairseq's encoder and decoder expect here."""
     width = max(len(s) for s in seqs)
     out = torch.full((len(seqs), width), PAD, dtype=torch.long)
     for row, s in enumerate(seqs):
-        if left:
-            out[row, width - len(s) :] = torch.from_numpy(s)
-        else:
-            out[row, : len(s)] = torch.from_numpy(s)
+        out[row, : len(s)] = torch.from_numpy(s)
     return out
 
 

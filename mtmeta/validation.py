@@ -23,7 +23,9 @@ class Validator:
         self.max_tokens = max_tokens
 
     def __call__(self, engine) -> dict:
-        bundle = engine.bundle
+        return self.evaluate(engine.bundle)
+
+    def evaluate(self, bundle) -> dict:
         total_nll, total_tok = 0.0, 0
         for lang, data in self.sets.items():
             offset = bundle.src_offset(lang)
@@ -64,17 +66,37 @@ class MetaValidator:
         self.select, self.lr, self.max_tokens, self.seed = select, lr, max_tokens, seed
         self.train_text = read_protected(data, lang, "adapt")
         self.valid_text = read_protected(data, lang, "adapt-valid")
+        self._new_language = None  # (vocab, ULR queries or None), made once: they depend on fixed vectors only
+
+    def _add_language(self, bundle) -> None:
+        from .adaptation import add_language
+        from .config import AdaptConfig
+        from .model.ulr import UniversalLexicalEmbedding
+
+        embed = bundle.model.src_embed
+        if self._new_language is not None:
+            vocab, queries = self._new_language
+            bundle.src_vocabs[self.lang] = vocab
+            embed.add_language(self.lang, len(vocab), **({"queries": queries} if queries is not None else {}))
+            return
+        cfg = AdaptConfig(lang=self.lang, data=self.data, seed=self.seed, vector_epochs=5)
+        if add_language(bundle, cfg, self.train_text, log=lambda *_: None)["vocabulary"] == "new":
+            ulr = isinstance(embed, UniversalLexicalEmbedding)
+            queries = embed.queries[self.lang].weight.clone() if ulr else None
+            self._new_language = (bundle.src_vocabs[self.lang], queries)
 
     def __call__(self, engine) -> dict:
         import copy
 
-        from .adaptation import add_language
-        from .config import AdaptConfig
+        bundle = copy.deepcopy(engine.bundle)
+        with torch.random.fork_rng():  # training's random stream is left as it was
+            torch.manual_seed(self.seed)  # the new table starts the same at every validation
+            return self._fine_tune_and_score(bundle)
+
+    def _fine_tune_and_score(self, bundle) -> dict:
         from .tasks import Task
 
-        bundle = copy.deepcopy(engine.bundle)
-        cfg = AdaptConfig(lang=self.lang, data=self.data, seed=self.seed, vector_epochs=5)
-        add_language(bundle, cfg, self.train_text, log=lambda *_: None)
+        self._add_language(bundle)
         vocab = bundle.src_vocab(self.lang)
         train = PairData.from_lists(vocab.encode_batch(self.train_text.src), bundle.tgt_vocab.encode_batch(self.train_text.tgt))
         valid = PairData.from_lists(vocab.encode_batch(self.valid_text.src), bundle.tgt_vocab.encode_batch(self.valid_text.tgt))
@@ -90,11 +112,5 @@ class MetaValidator:
                 (loss / batch["ntokens"]).backward()
                 opt.step()
         model.eval()
-
-        class _View:  # what Validator reads from an engine
-            pass
-
-        view = _View()
-        view.bundle = bundle
-        metrics = Validator({self.lang: valid}, self.sentences, self.select, self.max_tokens)(view)
+        metrics = Validator({self.lang: valid}, self.sentences, self.select, self.max_tokens).evaluate(bundle)
         return {f"meta_{k}" if k != "score" else k: v for k, v in metrics.items()} | {"meta_valid_lang": self.lang}

@@ -24,8 +24,6 @@ nothing else would train them.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 from torch.func import functional_call
@@ -125,7 +123,7 @@ class MetaStrategy(Strategy):
     def _simulate(self, model, params, support, ls) -> dict[str, torch.Tensor]:
         """k in-place inner steps on `support`; returns the saved theta."""
         inner = [params[n] for n in self.inner_names]
-        saved = {n: params[n].detach().clone() for n in params}
+        saved = {n: params[n].detach().clone() for n in self.inner_names}  # only these move
         opt = self._inner_optimizer(inner)
         for _ in range(self.cfg.inner_steps):
             model.zero_grad(set_to_none=True)
@@ -136,8 +134,8 @@ class MetaStrategy(Strategy):
     @staticmethod
     def _restore(params, saved) -> None:
         with torch.no_grad():
-            for n, p in params.items():
-                p.copy_(saved[n])
+            for n, value in saved.items():
+                params[n].copy_(value)
 
     def _first_order(self, model, params, support, query, ls):
         saved = self._simulate(model, params, support, ls)
@@ -202,7 +200,3 @@ class MetaStrategy(Strategy):
             for k, v in state.get("inner_lrs", {}).items():
                 self.inner_lrs[k].copy_(v)
 
-
-def uniform_temperature() -> float:
-    """TaskSampler temperature that makes task sampling uniform."""
-    return math.inf
