@@ -28,6 +28,59 @@ def score(hypotheses: list[str], references: list[str]) -> dict:
     }
 
 
+def tokenized_bleu(hypotheses: list[str], references: list[str]) -> dict:
+    """BLEU on Moses-tokenised text (sacremoses, then sacreBLEU with
+    tokenize=none): what multi-bleu.perl reports and what the MetaNMT paper
+    (and most NMT papers of its time) call BLEU. Not comparable with
+    sacreBLEU's own detokenised BLEU; always label it."""
+    from sacremoses import MosesTokenizer
+
+    tok = MosesTokenizer(lang="en")
+    t = lambda x: tok.tokenize(x, escape=False, return_str=True)  # noqa: E731
+    bleu = BLEU(tokenize="none", force=True)  # the input is tokenised on purpose
+    b = bleu.corpus_score([t(h) for h in hypotheses], [[t(r) for r in references]])
+    return {"tok_bleu": round(b.score, 2), "tok_bleu_signature": f"moses-tokenised+{bleu.get_signature()}"}
+
+
+def paired_bootstrap(baseline: list[str], system: list[str], references: list[str], samples: int = 1000, seed: int = 12345) -> dict:
+    """sacreBLEU's paired bootstrap resampling (Koehn 2004) of `system`
+    against `baseline` on BLEU and chrF: two-sided p-values of the absolute
+    difference, and the system's bootstrap mean and 95% interval."""
+    import os
+
+    from sacrebleu.significance import PairedTest
+
+    if not (len(baseline) == len(system) == len(references)):
+        raise DataError("paired bootstrap needs hypotheses and references of the same length")
+    old = os.environ.get("SACREBLEU_SEED")
+    os.environ["SACREBLEU_SEED"] = str(seed)  # sacrebleu reads its resampling seed from here
+    try:
+        test = PairedTest(
+            [("baseline", baseline), ("system", system)],
+            {"BLEU": BLEU(), "chrF": CHRF()},
+            [references],
+            test_type="bs",
+            n_samples=samples,
+        )
+        _, results = test()
+    finally:
+        if old is None:
+            os.environ.pop("SACREBLEU_SEED", None)
+        else:
+            os.environ["SACREBLEU_SEED"] = old
+    out = {"samples": samples}
+    for key, metric in (("BLEU", "bleu"), ("chrF2", "chrf")):  # sacrebleu names chrF by its beta
+        base, sys_ = results[key][0], results[key][1]
+        out[metric] = {
+            "baseline": round(base.score, 2),
+            "system": round(sys_.score, 2),
+            "p_value": sys_.p_value,
+            "system_mean": None if sys_.mean is None else round(float(sys_.mean), 2),
+            "system_ci95": None if sys_.ci is None else round(float(sys_.ci), 2),
+        }
+    return out
+
+
 def score_files(hyp_path: str | Path, ref_path: str | Path) -> dict:
     hyps, refs = read_lines(hyp_path), read_lines(ref_path)
     if len(hyps) != len(refs):

@@ -228,14 +228,22 @@ def _forgetting_report(cfg: AdaptConfig, data: PairData, before: dict, best: Pat
     return report
 
 
-def adapt(cfg: AdaptConfig, log=print, progress: bool = True, resume: bool = True) -> dict:
+def adapt(
+    cfg: AdaptConfig,
+    log=print,
+    progress: bool = True,
+    resume: bool = True,
+    texts: tuple[ParallelText, ParallelText] | None = None,
+) -> dict:
+    """`texts`: (adapt, validation) sets given directly, e.g. a subset drawn
+    by `mtmeta compare`; otherwise they come from `cfg`."""
     cfg.validate()
     torch.manual_seed(cfg.seed)  # the new language's table starts the same on every run
     if cfg.regularizer == "ewc" and cfg.fisher_batches < 1:
         raise ConfigError("regularizer ewc needs fisher_batches >= 1")
     if cfg.forgetting_lang and not cfg.checkpoint:
         raise ConfigError("forgetting_lang measures what a pre-trained model forgets: it needs a checkpoint")
-    train_text, valid_text = load_adapt_texts(cfg)
+    train_text, valid_text = texts if texts is not None else load_adapt_texts(cfg)
     if cfg.checkpoint:
         bundle, _ = load_bundle(cfg.checkpoint)
         start = cfg.checkpoint

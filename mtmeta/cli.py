@@ -236,9 +236,27 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from .compare import load_rows, run_compare
+
+    cfg = C.load_compare_yaml(args.file)
+    if getattr(args, "report_only", False):
+        from evaluation.compare_report import write_report
+
+        rows = load_rows(Path(cfg.results) / "results.jsonl")
+        if not rows:
+            raise DataError(f"{cfg.results}/results.jsonl holds no finished cells yet")
+        print(json.dumps(write_report(cfg, rows), indent=1))
+        return 0
+    run_compare(cfg, log=_log(args), progress=not _quiet(args), dry_run=getattr(args, "dry_run", False))
+    return 0
+
+
 def cmd_recipe(args) -> int:
     from .recipe import run_recipe
 
+    if C.is_compare_recipe(args.file):  # a grid of strategies: `mtmeta compare`
+        return cmd_compare(args)
     cfg = C.load_yaml(args.file, C.RecipeConfig)
     run_recipe(cfg, log=_log(args), progress=not _quiet(args))
     return 0
@@ -349,7 +367,14 @@ def build_parser() -> argparse.ArgumentParser:
     rs = s.add_subparsers(dest="action", required=True)
     r = rs.add_parser("run", help="prepare, train, adapt and evaluate as the recipe says")
     r.add_argument("file")
+    r.add_argument("--dry-run", action="store_true", help="comparison recipes: list the cells and which are done")
     r.set_defaults(func=cmd_recipe)
+
+    s = sub.add_parser("compare", help="run a comparison grid: strategies x targets x options x sizes x seeds (resumable)")
+    s.add_argument("file", help="recipe with `pretrain` and `tiers` (e.g. recipes/compare.yaml)")
+    s.add_argument("--dry-run", action="store_true", help="list the cells and which are done; run nothing")
+    s.add_argument("--report-only", action="store_true", help="rebuild summary.md and the plots from results.jsonl")
+    s.set_defaults(func=cmd_compare)
     return p
 
 

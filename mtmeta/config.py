@@ -295,6 +295,148 @@ class RecipeConfig:
             check_lang(t, "recipe target")
 
 
+@dataclass
+class TierConfig:
+    """One block of the comparison grid: every combination of its lists."""
+
+    name: str = ""
+    strategies: list[str] = field(default_factory=list)  # names of `pretrain` entries, or "scratch"
+    targets: list[str] = field(default_factory=list)  # empty: the grid's targets
+    tunes: list[str] = field(default_factory=lambda: ["best"])  # all | emb_enc | emb | best (picked on validation)
+    sizes: list[int] = field(default_factory=lambda: [800])  # 0 = zero-shot; above the adapt set: + adapt-extra
+    draws: int = 1  # random subsets drawn for each size below the full adapt set
+    seeds: list[int] = field(default_factory=lambda: [1])  # adaptation seeds
+
+    def validate(self, strategies: list[str], targets: list[str]) -> None:
+        where = f"tier {self.name!r}"
+        if not self.name or not re.match(r"^[A-Za-z0-9_-]+$", self.name):
+            raise ConfigError(f"{where}: a tier needs a name of letters, digits, '-' or '_'")
+        if not self.strategies:
+            raise ConfigError(f"{where}: no strategies")
+        for s in self.strategies:
+            if s != "scratch" and s not in strategies:
+                raise ConfigError(f"{where}: strategy {s!r} is not a `pretrain` entry ({', '.join(strategies)}) or 'scratch'")
+        for t in self.targets:
+            check_lang(t, f"{where}: target")
+            if t not in targets:
+                raise ConfigError(f"{where}: target {t!r} is not one of the grid's targets ({', '.join(targets)})")
+        for t in self.tunes:
+            if t not in ("all", "emb_enc", "emb", "best"):
+                raise ConfigError(f"{where}: tune {t!r} unknown (all, emb_enc, emb, best)")
+        if not self.sizes or any(n < 0 for n in self.sizes):
+            raise ConfigError(f"{where}: sizes must be a non-empty list of sentence counts >= 0")
+        if self.draws < 1 or not self.seeds:
+            raise ConfigError(f"{where}: draws must be >= 1 and seeds non-empty")
+        if 0 in self.sizes and "scratch" in self.strategies:
+            raise ConfigError(f"{where}: size 0 (zero-shot) needs a pre-trained model; scratch has none")
+
+
+@dataclass
+class CompareConfig:
+    """`mtmeta compare`: pre-training strategies x targets x adaptation
+    options x adapt-set sizes x seeds, on one prepared folder.
+
+    In YAML, `train` is the base every `pretrain` entry is merged over, so a
+    strategy entry only says how it differs (and the budget is stated once)."""
+
+    name: str = "compare"
+    workdir: str = "work/compare"  # checkpoints and logs (large, not committed)
+    results: str = "results/compare"  # results.jsonl, hypotheses, summary, plots (committed)
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    pretrain: dict[str, TrainConfig] = field(default_factory=dict)
+    scratch_model: ModelConfig = field(default_factory=ModelConfig)  # the scratch baseline's architecture
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
+    evaluate: EvalConfig = field(default_factory=lambda: EvalConfig(beam=1, batch_sentences=128))
+    targets: list[str] = field(default_factory=lambda: ["ro", "lv", "fi", "tr", "ko"])
+    tiers: list[TierConfig] = field(default_factory=list)
+    full_size: int = 800  # sentences in each target's adapt set
+    # A strategy with no option runs of its own takes another's best option,
+    # e.g. {transfer: multitask, metanmt-maml: metanmt}.
+    best_tune_from: dict[str, str] = field(default_factory=dict)
+    baseline: str = "multitask"  # paired bootstrap: baseline ...
+    system: str = "metanmt"  # ... against this strategy, per language
+    bootstrap_samples: int = 1000
+    equal_budget: bool = True  # refuse pretrain entries with different budgets
+
+    def validate(self) -> None:
+        self.prepare.validate()
+        if not self.pretrain and any(s != "scratch" for t in self.tiers for s in t.strategies):
+            raise ConfigError("compare: no `pretrain` entries")
+        for name, tr in self.pretrain.items():
+            if name == "scratch" or not re.match(r"^[A-Za-z0-9_-]+$", name):
+                raise ConfigError(f"pretrain entry {name!r}: names are letters, digits, '-' or '_', and not 'scratch'")
+            try:
+                tr.validate()
+            except ConfigError as e:
+                raise ConfigError(f"pretrain entry {name!r}: {e}") from None
+        budgets = {name: (tr.max_train_tokens, tr.max_minutes, tr.max_steps) for name, tr in self.pretrain.items()}
+        if self.equal_budget and len(set(budgets.values())) > 1:
+            raise ConfigError(
+                "compare: pre-training strategies must get the same budget (max_train_tokens, max_minutes, max_steps): "
+                + ", ".join(f"{k}={v}" for k, v in budgets.items())
+                + "; set equal_budget: false to allow it"
+            )
+        self.scratch_model.validate()
+        if not self.targets:
+            raise ConfigError("compare: no targets")
+        for t in self.targets:
+            check_lang(t, "compare target")
+        if not self.tiers:
+            raise ConfigError("compare: no tiers")
+        if len({t.name for t in self.tiers}) != len(self.tiers):
+            raise ConfigError("compare: tier names must be unique")
+        for tier in self.tiers:
+            tier.validate(list(self.pretrain), self.targets)
+        for k, v in self.best_tune_from.items():
+            if k not in self.pretrain or v not in self.pretrain:
+                raise ConfigError(f"best_tune_from: {k!r} -> {v!r}: both must be `pretrain` entries")
+        if self.full_size < 1 or self.bootstrap_samples < 1:
+            raise ConfigError("compare: full_size and bootstrap_samples must be positive")
+        if self.evaluate.beam < 1 or self.evaluate.batch_sentences < 1:
+            raise ConfigError("compare: evaluate.beam and evaluate.batch_sentences must be positive")
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_compare_yaml(path: str | Path) -> CompareConfig:
+    """A compare recipe: each `pretrain` entry is merged over `train`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: recipe file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path.name}: expected a mapping")
+    base = data.get("train") or {}
+    if not isinstance(base, dict):
+        raise ConfigError(f"{path.name}.train: expected a mapping")
+    entries = data.get("pretrain") or {}
+    if not isinstance(entries, dict):
+        raise ConfigError(f"{path.name}.pretrain: expected a mapping of name -> train settings")
+    data = dict(data)
+    data["pretrain"] = {k: _deep_merge(base, v or {}) for k, v in entries.items()}
+    cfg = from_dict(CompareConfig, data, where=path.name)
+    cfg.validate()
+    return cfg
+
+
+def is_compare_recipe(path: str | Path) -> bool:
+    """Whether a recipe file describes a comparison grid (it has `tiers`)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and "tiers" in data
+
+
 # --- dict <-> dataclass -----------------------------------------------------
 
 

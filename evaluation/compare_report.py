@@ -1,0 +1,296 @@
+"""The comparison's summary and plots, rebuilt from results.jsonl alone.
+
+    python -m evaluation.compare_report recipes/compare.yaml
+
+writes RESULTS/summary.md, RESULTS/significance.json, RESULTS/learning_curves.png
+and RESULTS/headline_bars.png. Every number in the summary comes from a
+results.jsonl row (tests check that), and every row's BLEU re-scores from its
+committed hypothesis file with plain sacrebleu against the pack's reference.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from data_prep.prepare import read_protected
+from data_prep.sources import read_lines
+from .scoring import paired_bootstrap, write_json
+
+METRICS = (("bleu", "BLEU"), ("chrf", "chrF"), ("tok_bleu", "tok-BLEU"))
+
+
+def mean_std(values: list[float]) -> tuple[float, float, int]:
+    if not values:
+        return float("nan"), float("nan"), 0
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0), len(values)
+
+
+def fmt(values: list[float], show_n: bool = False) -> str:
+    m, s, n = mean_std(values)
+    if not n:
+        return "–"
+    text = f"{m:.2f} ± {s:.2f}" if n > 1 else f"{m:.2f}"
+    return text + (f" (n={n})" if show_n else "")
+
+
+def in_tier(rows: list[dict], tier: str) -> list[dict]:
+    return [r for r in rows if tier in r["tiers"]]
+
+
+def _ordered(values, preferred):
+    return [v for v in preferred if v in values] + sorted(v for v in values if v not in preferred)
+
+
+def significance(cfg, rows: list[dict], results_dir: Path) -> list[dict]:
+    """Paired bootstrap, system vs baseline, per language and seed, on the
+    headline cells (each strategy with its own chosen option, full set)."""
+    out = []
+    head = [r for r in in_tier(rows, "headline")] or rows
+    by = {(r["strategy"], r["lang"], r["seed"]): r for r in head if r["size"] == cfg.full_size and r["draw"] == 0}
+    for (strategy, lang, seed), sys_row in sorted(by.items()):
+        if strategy != cfg.system or (cfg.baseline, lang, seed) not in by:
+            continue
+        base_row = by[(cfg.baseline, lang, seed)]
+        refs = read_protected(cfg.prepare.output, lang, "test", sys_row["test"]).tgt[: sys_row["sentences"]]
+        hyp_s = read_lines(results_dir / sys_row["hypotheses"])
+        hyp_b = read_lines(results_dir / base_row["hypotheses"])
+        test = paired_bootstrap(hyp_b, hyp_s, refs, samples=cfg.bootstrap_samples)
+        out.append({"lang": lang, "seed": seed, "system": sys_row["id"], "baseline": base_row["id"], **test})
+    return out
+
+
+def _mark(tests: list[dict], lang: str, metric: str) -> str:
+    """'*': system significantly better (p < 0.05) on every seed tested;
+    '(-)': significantly worse on every seed; '' otherwise."""
+    ts = [t for t in tests if t["lang"] == lang]
+    if not ts:
+        return ""
+    better = all(t[metric]["p_value"] < 0.05 and t[metric]["system"] > t[metric]["baseline"] for t in ts)
+    worse = all(t[metric]["p_value"] < 0.05 and t[metric]["system"] < t[metric]["baseline"] for t in ts)
+    return "*" if better else "(-)" if worse else ""
+
+
+def table(rows: list[dict], row_key, col_key, metric: str, row_order=(), col_order=(), mark=None) -> list[str]:
+    cells = defaultdict(list)
+    for r in rows:
+        cells[(row_key(r), col_key(r))].append(r[metric])
+    rks = _ordered({k[0] for k in cells}, row_order)
+    cks = _ordered({k[1] for k in cells}, col_order)
+    lines = ["| | " + " | ".join(str(c) for c in cks) + " |", "|---|" + "---:|" * len(cks)]
+    for rk in rks:
+        vals = []
+        for ck in cks:
+            v = fmt(cells.get((rk, ck), []))
+            if mark and (rk, ck) in cells:
+                v += mark(rk, ck)
+            vals.append(v)
+        lines.append(f"| {rk} | " + " | ".join(vals) + " |")
+    return lines
+
+
+def summary_markdown(cfg, rows: list[dict], tests: list[dict], notes: str = "") -> str:
+    strategies = [s for t in cfg.tiers for s in t.strategies]
+    strat_order = list(dict.fromkeys(strategies))
+    langs = cfg.targets
+    L = [f"# {cfg.name}: adaptation strategies compared", ""]
+    L += [
+        f"{len(rows)} runs from `results.jsonl`. BLEU and chrF are sacreBLEU on the full test sets "
+        "(detokenised, signatures below). **tok-BLEU** is BLEU on Moses-tokenised text (multi-bleu style), "
+        "the kind the MetaNMT paper reports: set it beside the paper's table, never beside sacreBLEU.",
+        "",
+    ]
+    sig_rows = {}
+    for r in rows:
+        sig_rows.setdefault("BLEU", r["bleu_signature"])
+        sig_rows.setdefault("chrF", r["chrf_signature"])
+        sig_rows.setdefault("tok-BLEU", r["tok_bleu_signature"])
+    pre = {}
+    for r in rows:
+        if r.get("pretrain"):
+            pre[r["strategy"]] = r["pretrain"]
+    if pre:
+        L += ["## Pre-training budget", "", "| strategy | method | embedding | steps | tokens processed | training minutes |", "|---|---|---|---:|---:|---:|"]
+        for name in _ordered(set(pre), strat_order):
+            p = pre[name]
+            method = p["strategy"] + (f" ({p['variant']})" if p.get("variant") else "")
+            L.append(f"| {name} | {method} | {p['embedding']} | {p['steps']} | {p['tokens']:,} | {p['train_minutes']:.1f} |")
+        budgets = {json.dumps(p["budget"], sort_keys=True) for p in pre.values()}
+        L += ["", f"Budget per strategy: {'; '.join(sorted(budgets))} (tokens = target tokens of forward/backward work, both MetaNMT batches counted)."]
+        L.append("")
+    head = in_tier(rows, "headline")
+    if head:
+        tunes = {r["strategy"]: r["tune"] for r in head}
+        L += ["## Headline: full adapt set, each strategy's best option (mean ± std over seeds)", ""]
+        L.append("Option per strategy (chosen on validation, not test): " + ", ".join(f"{k} → `{v}`" for k, v in tunes.items()) + ".")
+        L.append(f"`*` {cfg.system} significantly above {cfg.baseline} (paired bootstrap, p < 0.05, every seed); `(-)` significantly below.")
+        L.append("")
+        for metric, label in METRICS:
+            mark = None
+            if metric in ("bleu", "chrf"):
+                mark = lambda rk, ck, m=metric: _mark(tests, ck, m) if rk == cfg.system else ""  # noqa: E731
+            L += [f"### {label}", ""]
+            L += table(head, lambda r: r["strategy"], lambda r: r["lang"], metric, strat_order, langs, mark)
+            L.append("")
+    for tier in cfg.tiers:
+        if tier.name == "headline":
+            continue
+        trows = in_tier(rows, tier.name)
+        if not trows:
+            continue
+        if len(set(r["size"] for r in trows)) > 1:  # learning curves
+            L += [f"## {tier.name}: BLEU / chrF by adapt-set size (mean ± std over draws)", ""]
+            for metric, label in METRICS[:2]:
+                L += [f"### {label}", ""]
+                L += table(
+                    trows, lambda r: f"{r['strategy']} {r['lang']}", lambda r: r["size"], metric,
+                    [f"{s} {x}" for x in langs for s in strat_order], sorted({r["size"] for r in trows}),
+                )
+                L.append("")
+        elif len(set(r["tune"] for r in trows)) > 1:  # adaptation options
+            L += [f"## {tier.name}: adaptation options", ""]
+            for metric, label in METRICS[:2]:
+                L += [f"### {label}", ""]
+                L += table(trows, lambda r: f"{r['strategy']} / {r['tune']}", lambda r: r["lang"], metric, [], langs)
+                L.append("")
+            vs = defaultdict(list)
+            for r in trows:
+                if r["valid_score"] is not None:
+                    vs[(r["strategy"], r["tune"])].append(r["valid_score"])
+            L += ["Mean validation score (what picks the headline option; higher is better):", ""]
+            L += [f"- {s} / {t}: {statistics.fmean(v):.4f}" for (s, t), v in sorted(vs.items())]
+            L.append("")
+        else:
+            L += [f"## {tier.name}", ""]
+            for metric, label in METRICS[:2]:
+                L += [f"### {label}", ""]
+                L += table(trows, lambda r: r["strategy"], lambda r: r["lang"], metric, tier.strategies, langs)
+                L.append("")
+    if tests:
+        L += ["## Paired bootstrap", "", f"{cfg.system} vs {cfg.baseline}, {tests[0]['samples']} resamples (sacreBLEU).", ""]
+        L += ["| language | seed | BLEU base → system | p | chrF base → system | p |", "|---|---:|---:|---:|---:|---:|"]
+        for t in tests:
+            b, c = t["bleu"], t["chrf"]
+            L.append(f"| {t['lang']} | {t['seed']} | {b['baseline']:.2f} → {b['system']:.2f} | {b['p_value']:.3f} | {c['baseline']:.2f} → {c['system']:.2f} | {c['p_value']:.3f} |")
+        L.append("")
+    L += ["## Signatures", ""] + [f"- {k}: `{v}`" for k, v in sig_rows.items()] + [""]
+    L += [
+        "## Re-scoring",
+        "",
+        "Every row names its hypothesis file (under this folder) and its reference (under the pack), e.g.",
+        "",
+        "    sacrebleu ../shared/corpus/ro-en/newstest2016.en -i results/compare/hyps/<id>.hyp -m bleu chrf",
+        "",
+    ]
+    if notes:
+        L += [notes.strip(), ""]
+    return "\n".join(L)
+
+
+def plot_learning_curves(cfg, rows: list[dict], path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tiers = [t for t in cfg.tiers if len(t.sizes) > 1]
+    curve = [r for t in tiers for r in in_tier(rows, t.name)]
+    if not curve:
+        return False
+    langs = _ordered({r["lang"] for r in curve}, cfg.targets)
+    strategies = _ordered({r["strategy"] for r in curve}, [s for t in tiers for s in t.strategies])
+    fig, axes = plt.subplots(2, len(langs), figsize=(4.2 * len(langs), 6.4), squeeze=False)
+    for j, lang in enumerate(langs):
+        for i, (metric, label) in enumerate(METRICS[:2]):
+            ax = axes[i][j]
+            for s in strategies:
+                pts = defaultdict(list)
+                for r in curve:
+                    if r["lang"] == lang and r["strategy"] == s:
+                        pts[r["size"]].append(r[metric])
+                if not pts:
+                    continue
+                xs = sorted(pts)
+                ms = [mean_std(pts[x])[0] for x in xs]
+                ss = [mean_std(pts[x])[1] for x in xs]
+                ax.errorbar(xs, ms, yerr=ss, marker="o", capsize=3, label=s)
+            ax.set_xscale("symlog", linthresh=100)
+            ax.set_title(f"{lang}-en {label}")
+            ax.set_xlabel("adapt-set sentences (0 = zero-shot)")
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+    axes[0][0].legend()
+    fig.suptitle(f"{cfg.name}: learning curves (mean ± std over draws; full test sets)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_headline(cfg, rows: list[dict], path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    head = in_tier(rows, "headline")
+    if not head:
+        return False
+    langs = _ordered({r["lang"] for r in head}, cfg.targets)
+    strategies = _ordered({r["strategy"] for r in head}, [s for t in cfg.tiers for s in t.strategies])
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    width = 0.8 / len(strategies)
+    for ax, (metric, label) in zip(axes, METRICS[:2]):
+        for k, s in enumerate(strategies):
+            ms, ss = [], []
+            for lang in langs:
+                m, sd, _ = mean_std([r[metric] for r in head if r["lang"] == lang and r["strategy"] == s])
+                ms.append(m)
+                ss.append(sd)
+            ax.bar([j + k * width for j in range(len(langs))], ms, width, yerr=ss, capsize=2, label=s)
+        ax.set_xticks([j + width * (len(strategies) - 1) / 2 for j in range(len(langs))], [f"{x}-en" for x in langs])
+        ax.set_ylabel(label)
+        ax.set_title(f"{label}, full adapt set (mean ± std over seeds)")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write_report(cfg, rows: list[dict], log=print) -> dict:
+    results = Path(cfg.results)
+    tests = significance(cfg, rows, results)
+    write_json({"tests": tests}, results / "significance.json")
+    notes_path = results / "NOTES.md"
+    notes = notes_path.read_text(encoding="utf-8") if notes_path.is_file() else ""
+    summary = results / "summary.md"
+    tmp = summary.with_name(summary.name + ".tmp")
+    tmp.write_text(summary_markdown(cfg, rows, tests, notes), encoding="utf-8")
+    tmp.replace(summary)
+    plots = {}
+    if plot_learning_curves(cfg, rows, results / "learning_curves.png"):
+        plots["learning_curves"] = str(results / "learning_curves.png")
+    if plot_headline(cfg, rows, results / "headline_bars.png"):
+        plots["headline"] = str(results / "headline_bars.png")
+    return {"summary": str(summary), "significance": str(results / "significance.json"), **plots}
+
+
+def main(argv=None) -> int:
+    from mtmeta.compare import load_rows
+    from mtmeta.config import load_compare_yaml
+
+    ap = argparse.ArgumentParser(description="Rebuild a comparison's summary and plots from its results.jsonl")
+    ap.add_argument("recipe")
+    args = ap.parse_args(argv)
+    cfg = load_compare_yaml(args.recipe)
+    rows = load_rows(Path(cfg.results) / "results.jsonl")
+    print(json.dumps(write_report(cfg, rows), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

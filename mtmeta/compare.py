@@ -1,0 +1,343 @@
+"""`mtmeta compare FILE`: the comparison grid.
+
+Pre-train each strategy once (same budget), then run every cell a recipe's
+tiers name: (strategy, target, adaptation option, adapt-set size, draw,
+seed) -> adapt, translate the full test set, score. Each finished cell is
+one line of RESULTS/results.jsonl, appended and fsynced, so a killed run
+loses at most the cell in flight and a re-run skips every finished cell.
+The summary and plots are rebuilt from results.jsonl alone
+(evaluation/compare_report.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from data_prep.cleaning import normalize
+from data_prep.corpus import ParallelText
+from data_prep.prepare import prepare, protected_files, read_protected
+from evaluation.scoring import tokenized_bleu
+from .adaptation import adapt
+from .config import CompareConfig, TrainConfig
+from .errors import ConfigError, DataError
+from .evaluate import evaluate_checkpoint
+from .training import train
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Cell:
+    strategy: str  # a pretrain entry, or "scratch"
+    lang: str
+    tune: str  # all | emb_enc | emb, or "best" until the option runs decide it
+    size: int  # adapt sentences; 0 = zero-shot
+    draw: int  # 0 = the whole set (or set + extra); 1.. = random subsets
+    seed: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.strategy}.{self.lang}.{self.tune}.n{self.size}.d{self.draw}.s{self.seed}"
+
+
+# --- the plan ---------------------------------------------------------------------
+
+
+def expand(cfg: CompareConfig) -> list[tuple[Cell, str]]:
+    """Every (cell, tier) in run order: tiers in recipe order, seeds
+    outermost within a tier (a first seed of everything comes first)."""
+    out = []
+    for tier in cfg.tiers:
+        for seed in tier.seeds:
+            for strategy in tier.strategies:
+                for lang in tier.targets or cfg.targets:
+                    for tune in tier.tunes:
+                        tune = "all" if strategy == "scratch" else tune  # nothing pre-trained to keep fixed
+                        for size in tier.sizes:
+                            draws = range(1, tier.draws + 1) if 0 < size < cfg.full_size else [0]
+                            for draw in draws:
+                                out.append((Cell(strategy, lang, tune, size, draw, seed), tier.name))
+    return out
+
+
+def resolve_best(cfg: CompareConfig, rows: list[dict], strategy: str) -> str | None:
+    """The adaptation option with the best mean validation score over the
+    targets, from a strategy's full-size runs with several options (or
+    those of `best_tune_from[strategy]`, for a strategy that has none).
+    None: not run yet."""
+    for source in (strategy, cfg.best_tune_from.get(strategy, strategy)):
+        full = [r for r in rows if r["strategy"] == source and r["size"] == cfg.full_size and r["draw"] == 0]
+        by_tune: dict[str, dict[str, float]] = {}
+        for r in full:
+            if r["seed"] == min(x["seed"] for x in full):
+                by_tune.setdefault(r["tune"], {})[r["lang"]] = r["valid_score"]
+        langs = [set(v) for v in by_tune.values()]
+        if len(by_tune) >= 2 and all(x == langs[0] for x in langs):
+            return max(sorted(by_tune), key=lambda t: sum(by_tune[t].values()) / len(by_tune[t]))
+    return None
+
+
+# --- results.jsonl ------------------------------------------------------------------
+
+
+def load_rows(path: Path) -> list[dict]:
+    """Finished cells. A torn last line (killed mid-write) is ignored."""
+    rows = []
+    if not path.is_file():
+        return rows
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                continue
+            raise DataError(f"{path}: line {i + 1} is not JSON; fix or remove it") from None
+    return rows
+
+
+def append_row(path: Path, row: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+# --- adapt sets -----------------------------------------------------------------------
+
+
+def adapt_set(cfg: CompareConfig, data: str, lang: str, size: int, draw: int) -> tuple[ParallelText, dict]:
+    """The cell's training text: the adapt set, a seeded random subset of it
+    (draw d of size n is the same for every strategy and seed), or the adapt
+    set followed by the language's adapt-extra sets (file name order), minus
+    any pair whose English is in its test or validation set."""
+    full = read_protected(data, lang, "adapt")
+    if len(full) < min(size, cfg.full_size):
+        raise DataError(f"{lang}: adapt set has {len(full)} pairs, fewer than the {min(size, cfg.full_size)} asked for")
+    if size <= len(full):
+        if size == len(full) or size == 0:
+            idx = list(range(len(full)))
+        else:
+            idx = sorted(random.Random(f"{lang}:{size}:{draw}").sample(range(len(full)), size))
+        text = dataclasses.replace(full, src=[full.src[i] for i in idx], tgt=[full.tgt[i] for i in idx], name=f"{full.name}[{size}#{draw}]")
+        return text, {"adapt_set": full.name, "adapt_lines": idx if 0 < size < len(full) else "all"}
+    protected = set()
+    for role in ("test", "adapt-valid"):
+        protected.update(normalize(x) for x in read_protected(data, lang, role).tgt)
+    src, tgt = list(full.src), list(full.tgt)
+    base = Path(data) / "text" / f"{lang}-en" / "adapt-extra"
+    names = sorted(p.stem for p in base.glob(f"*.{lang}")) if base.is_dir() else []
+    used, dropped = [], 0
+    for name in names:
+        extra = read_protected(data, lang, "adapt-extra", name)
+        used.append(name)
+        for s, t in zip(extra.src, extra.tgt):
+            if len(src) == size:
+                break
+            if normalize(t) in protected:
+                dropped += 1
+                continue
+            src.append(s)
+            tgt.append(t)
+    if len(src) < size:
+        raise DataError(f"{lang}: only {len(src)} adapt + adapt-extra pairs, fewer than the {size} asked for")
+    text = dataclasses.replace(full, src=src, tgt=tgt, name=f"{full.name}+extra[{size}]")
+    return text, {"adapt_set": f"{full.name} + {' + '.join(used)}", "adapt_lines": "all + first extra", "extra_dropped_overlap": dropped}
+
+
+# --- running -------------------------------------------------------------------------
+
+
+class Comparison:
+    def __init__(self, cfg: CompareConfig, log=print, progress: bool = True):
+        cfg.validate()
+        self.cfg, self.log, self.progress = cfg, log, progress
+        self.work = Path(cfg.workdir)
+        self.results = Path(cfg.results)
+        self.rows_path = self.results / "results.jsonl"
+        self.data = cfg.prepare.output
+        self.pretrained: dict[str, dict] = {}
+
+    # pre-training
+    def pretrain_config(self, name: str) -> TrainConfig:
+        return dataclasses.replace(self.cfg.pretrain[name], data=self.data, output=str(self.work / "pretrain" / name))
+
+    def ensure_pretrained(self, name: str) -> dict:
+        if name in self.pretrained:
+            return self.pretrained[name]
+        tc = self.pretrain_config(name)
+        done = Path(tc.output) / "done.json"
+        if done.is_file():
+            info = json.loads(done.read_text(encoding="utf-8"))
+        else:
+            self.log(f"\n== pre-training {name} ({tc.strategy}{'/' + tc.meta.variant if tc.strategy == 'metanmt' else ''}, {tc.model.embedding})")
+            t0 = time.time()
+            result = train(tc, log=self.log, progress=self.progress)
+            info = {
+                "name": name,
+                "strategy": tc.strategy,
+                "variant": tc.meta.variant if tc.strategy == "metanmt" else "",
+                "embedding": tc.model.embedding,
+                "checkpoint": result["best"],
+                "steps": result["step"],
+                "tokens": result["tokens"],
+                "train_minutes": round(result["minutes"], 2),
+                "wall_minutes": round((time.time() - t0) / 60, 2),
+                "budget": {"max_train_tokens": tc.max_train_tokens, "max_minutes": tc.max_minutes, "max_steps": tc.max_steps},
+            }
+            done.write_text(json.dumps(info, indent=1), encoding="utf-8")
+        self.pretrained[name] = info
+        return info
+
+    # one cell
+    def run_cell(self, cell: Cell, tiers: list[str]) -> dict:
+        cfg = self.cfg
+        t0 = time.time()
+        pre = self.ensure_pretrained(cell.strategy) if cell.strategy != "scratch" else None
+        text, set_info = adapt_set(cfg, self.data, cell.lang, cell.size, cell.draw)
+        valid = read_protected(self.data, cell.lang, "adapt-valid")
+        out = self.work / "cells" / cell.id
+        ad = dataclasses.replace(
+            cfg.adapt,
+            lang=cell.lang,
+            data=self.data,
+            checkpoint=pre["checkpoint"] if pre else "",
+            output=str(out),
+            tune=cell.tune,
+            seed=cell.seed,
+            zero_shot=cell.size == 0,
+            model=cfg.scratch_model,
+        )
+        adapted = adapt(ad, log=lambda *_: None, progress=False, texts=(text, valid))
+        t_adapt = time.time() - t0
+        ev = cfg.evaluate
+        result = evaluate_checkpoint(
+            adapted["best"], cell.lang, self.data, out / "eval", test=ev.test or None, beam=ev.beam,
+            batch_sentences=ev.batch_sentences, max_sentences=ev.max_sentences, progress=False,
+        )
+        hyps_dir = self.results / "hyps"
+        hyps_dir.mkdir(parents=True, exist_ok=True)
+        hyp = hyps_dir / f"{cell.id}.hyp"
+        shutil.copyfile(result["hypotheses"], hyp)
+        refs = read_protected(self.data, cell.lang, "test", ev.test or None)
+        ref_path = protected_files(self.data, cell.lang, "test", ev.test or None)[1]
+        hyps = hyp.read_text(encoding="utf-8").split("\n")[:-1]
+        n = len(hyps)
+        tok = tokenized_bleu(hyps, refs.tgt[:n])
+        (out / "last.pt").unlink(missing_ok=True)  # optimizer state: only needed to resume this cell
+        return {
+            "schema": SCHEMA_VERSION,
+            "id": cell.id,
+            "tiers": tiers,
+            **dataclasses.asdict(cell),
+            "pretrain": pre,
+            "adapt_sentences": len(text),
+            **set_info,
+            "adapt_steps": adapted["step"],
+            "adapt_tokens": adapted["tokens"],
+            "valid_metric": cfg.adapt.select_metric,
+            "valid_score": adapted["best_score"] if cell.size else None,
+            "test": result["test"],
+            "sentences": result["sentences"],
+            "bleu": result["bleu"],
+            "chrf": result["chrf"],
+            "tok_bleu": tok["tok_bleu"],
+            "bleu_signature": result["bleu_signature"],
+            "chrf_signature": result["chrf_signature"],
+            "tok_bleu_signature": tok["tok_bleu_signature"],
+            "beam": ev.beam,
+            "hypotheses": hyp.relative_to(self.results).as_posix(),
+            "reference": f"{cell.lang}-en/{ref_path.name}",
+            "checkpoint": adapted["best"],
+            "adapt_seconds": round(t_adapt, 1),
+            "translate_seconds": result["translate_seconds"],
+            "wall_seconds": round(time.time() - t0, 1),
+        }
+
+    def run(self, dry_run: bool = False) -> list[dict]:
+        cfg = self.cfg
+        prep = dataclasses.replace(cfg.prepare)
+        planned = expand(cfg)
+        tiers_of: dict[str, list[str]] = {}
+        order: list[Cell] = []
+        for cell, tier in planned:
+            if cell.id not in tiers_of:
+                order.append(cell)
+                tiers_of[cell.id] = []
+            if tier not in tiers_of[cell.id]:
+                tiers_of[cell.id].append(tier)
+        rows = load_rows(self.rows_path)
+        done = {r["id"] for r in rows}
+        self.log(f"{cfg.name}: {len(order)} cells planned ('best' options counted once per strategy), {len(done)} finished in {self.rows_path}")
+        if dry_run:
+            for cell in order:
+                self.log(f"  {'done' if cell.id in done else 'todo'}  {cell.id}  [{', '.join(tiers_of[cell.id])}]")
+            return rows
+        self.log("== prepare")
+        prepare(prep, log=self.log)
+        bar = tqdm(total=len(order), desc=cfg.name, unit="cell", disable=not (self.progress and sys.stderr.isatty()))
+        t_start, ran = time.time(), 0
+        for k, cell in enumerate(order):
+            tiers = tiers_of[cell.id]
+            if cell.tune == "best":
+                tune = resolve_best(cfg, rows, cell.strategy)
+                if tune is None:
+                    raise ConfigError(
+                        f"cell {cell.id} asks for the best adaptation option, but no tier before it ran "
+                        f"{cell.strategy} (or its best_tune_from entry) at size {cfg.full_size} with several options"
+                    )
+                cell = dataclasses.replace(cell, tune=tune)
+            if cell.id in done:
+                row = next(r for r in rows if r["id"] == cell.id)
+                for t in tiers:  # a cell shared by tiers: record every tier it serves
+                    if t not in row["tiers"]:
+                        row["tiers"].append(t)
+                bar.update(1)
+                continue
+            row = self.run_cell(cell, tiers)
+            append_row(self.rows_path, row)
+            rows.append(row)
+            done.add(cell.id)
+            ran += 1
+            bar.update(1)
+            left = len(order) - k - 1
+            eta = (time.time() - t_start) / ran * left / 60
+            self.log(
+                f"[{k + 1}/{len(order)}] {cell.id}: BLEU {row['bleu']:.2f} chrF {row['chrf']:.2f} "
+                f"({row['wall_seconds']:.0f} s; ~{eta:.0f} min left for {left} cells)"
+            )
+        bar.close()
+        _rewrite_tiers(self.rows_path, rows)
+        return rows
+
+
+def _rewrite_tiers(path: Path, rows: list[dict]) -> None:
+    """Persist tier memberships added to finished rows (atomic rewrite)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    tmp.replace(path)
+
+
+def run_compare(cfg: CompareConfig, log=print, progress: bool = True, dry_run: bool = False, report: bool = True) -> list[dict]:
+    from evaluation.compare_report import write_report
+
+    rows = Comparison(cfg, log=log, progress=progress).run(dry_run=dry_run)
+    if report and rows and not dry_run:
+        paths = write_report(cfg, rows, log=log)
+        log(f"summary: {paths['summary']}")
+    return rows
+
+
+__all__ = ["Cell", "Comparison", "expand", "resolve_best", "load_rows", "adapt_set", "run_compare"]

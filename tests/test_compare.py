@@ -1,0 +1,212 @@
+"""`mtmeta compare`: a miniature grid (2 source languages, 1 target, tiny
+model, 2 adapt-set sizes, 1 seed) end to end, its schema, the summary
+against results.jsonl, re-scoring from the hypothesis files, and resuming."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from sacrebleu.metrics import BLEU, CHRF
+
+from mtmeta import config as C
+from mtmeta.cli import main
+from mtmeta.compare import adapt_set, expand, load_rows, resolve_best
+from mtmeta.errors import ConfigError, DataError
+from evaluation.compare_report import fmt
+
+from conftest import ADAPT_VOCAB, MAX_TOKENS, SRC_VOCAB, TGT_VOCAB
+
+ROW_KEYS = {
+    "schema", "id", "tiers", "strategy", "lang", "tune", "size", "draw", "seed", "pretrain", "adapt_sentences",
+    "adapt_set", "adapt_lines", "adapt_steps", "adapt_tokens", "valid_metric", "valid_score", "test", "sentences",
+    "bleu", "chrf", "tok_bleu", "bleu_signature", "chrf_signature", "tok_bleu_signature", "beam", "hypotheses",
+    "reference", "checkpoint", "adapt_seconds", "translate_seconds", "wall_seconds",
+}
+
+
+def grid(tmp_path: Path, minipack: Path, **changes) -> dict:
+    data = {
+        "name": "mini",
+        "workdir": str(tmp_path / "work"),
+        "results": str(tmp_path / "results"),
+        "targets": ["ro"],
+        "full_size": 200,
+        "prepare": {
+            "sources": [{"type": "pack", "path": str(minipack)}],
+            "output": str(tmp_path / "prepared"),
+            "train_langs": ["de", "fr"],
+            "target_langs": ["ro"],
+            "src_vocab_size": SRC_VOCAB,
+            "tgt_vocab_size": TGT_VOCAB,
+            "valid_per_lang": 20,
+        },
+        "train": {"model": "tiny", "max_steps": 4, "validate_every": 2, "bleu_sentences": 0, "max_tokens": MAX_TOKENS, "warmup_steps": 2, "save_every": 2},
+        "pretrain": {"multitask": {"strategy": "multitask"}, "metanmt": {"strategy": "metanmt", "meta": {"variant": "fomaml"}}},
+        "scratch_model": "tiny",
+        "adapt": {"max_steps": 3, "validate_every": 3, "bleu_sentences": 0, "select_metric": "loss", "src_vocab_size": ADAPT_VOCAB, "max_tokens": MAX_TOKENS, "warmup_steps": 2},
+        "evaluate": {"beam": 1, "batch_sentences": 32, "max_sentences": 20},
+        "bootstrap_samples": 50,
+        "tiers": [
+            {"name": "options", "strategies": ["multitask", "metanmt"], "tunes": ["all", "emb"], "sizes": [200]},
+            {"name": "headline", "strategies": ["scratch", "multitask", "metanmt"], "tunes": ["best"], "sizes": [200]},
+            {"name": "curves", "strategies": ["multitask", "metanmt"], "tunes": ["best"], "sizes": [0, 100]},
+        ],
+    }
+    data.update(changes)
+    return data
+
+
+def write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def markdown_table(text: str, heading: str) -> dict[str, list[str]]:
+    """Rows of the first table after `heading`: first cell -> other cells."""
+    block = text.split(heading, 1)[1]
+    rows = {}
+    for line in block.splitlines():
+        if line.startswith("| ") and not line.startswith("| |"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            rows[cells[0]] = cells[1:]
+        elif rows and not line.startswith("|"):
+            break
+    return rows
+
+
+def test_compare_miniature_grid(capsys, minipack: Path, tmp_path: Path) -> None:
+    path = write(tmp_path, grid(tmp_path, minipack))
+    assert main(["-q", "compare", str(path)]) == 0
+    results = tmp_path / "results"
+    rows = load_rows(results / "results.jsonl")
+    # options 4 + scratch 1 (the headline's multitask/metanmt cells are option cells) + zero-shot 2 + size-100 2
+    assert len(rows) == 9
+    assert len({r["id"] for r in rows}) == 9
+    for r in rows:
+        assert set(r) == ROW_KEYS, set(r) ^ ROW_KEYS
+        assert r["schema"] == 1 and r["lang"] == "ro" and r["seed"] == 1 and r["test"] == "newstest2016"
+        assert r["sentences"] == 20 and r["beam"] == 1
+        assert r["bleu_signature"].startswith("nrefs:1|") and r["tok_bleu_signature"].startswith("moses-tokenised+")
+        assert 0 <= r["bleu"] <= 100 and 0 < r["chrf"] <= 100 and 0 <= r["tok_bleu"] <= 100
+        assert r["adapt_sentences"] == (200 if r["size"] in (0, 200) else 100)
+        assert r["adapt_steps"] == (0 if r["size"] == 0 else 3)
+        if r["strategy"] == "scratch":
+            assert r["pretrain"] is None and r["tune"] == "all"
+        else:
+            assert r["pretrain"]["steps"] == 4 and r["pretrain"]["budget"]["max_steps"] == 4
+        # Re-scores exactly with plain sacrebleu from the committed hypothesis file.
+        hyps = (results / r["hypotheses"]).read_text(encoding="utf-8").split("\n")[:-1]
+        refs = (minipack / r["reference"]).read_text(encoding="utf-8").split("\n")[:20]
+        assert round(BLEU().corpus_score(hyps, [refs]).score, 2) == r["bleu"]
+        assert round(CHRF().corpus_score(hyps, [refs]).score, 2) == r["chrf"]
+    tiers = {r["id"]: r["tiers"] for r in rows}
+    best = resolve_best(C.load_compare_yaml(path), rows, "multitask")
+    assert best in ("all", "emb")
+    assert tiers[f"multitask.ro.{best}.n200.d0.s1"] == ["options", "headline"]
+    assert tiers["metanmt.ro." + resolve_best(C.load_compare_yaml(path), rows, "metanmt") + ".n0.d0.s1"] == ["curves"]
+
+    # The summary's numbers are the rows' numbers.
+    summary = (results / "summary.md").read_text(encoding="utf-8")
+    head = markdown_table(summary, "### BLEU")
+    for strategy in ("scratch", "multitask", "metanmt"):
+        hrow = next(r for r in rows if r["strategy"] == strategy and "headline" in r["tiers"])
+        assert re.sub(r"[*()-]+$", "", head[strategy][0]) == fmt([hrow["bleu"]])
+    curves = markdown_table(summary.split("## curves")[1], "### chrF")
+    for r in rows:
+        if "curves" in r["tiers"] and r["size"] == 100:
+            assert curves[f"{r['strategy']} ro"][1] == fmt([r["chrf"]])
+    sig = json.loads((results / "significance.json").read_text())["tests"]
+    assert [(t["lang"], t["seed"]) for t in sig] == [("ro", 1)]
+    assert 0 < sig[0]["bleu"]["p_value"] <= 1
+    for png in ("learning_curves.png", "headline_bars.png"):
+        assert (results / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # A second run finishes nothing new; a lost last row (killed while
+    # writing) re-runs that one cell only.
+    before = (results / "results.jsonl").read_text(encoding="utf-8")
+    assert main(["compare", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "9 finished" in err and "[" not in err.split("9 finished", 1)[1].split("summary")[0].replace("[options", "")
+    assert (results / "results.jsonl").read_text(encoding="utf-8") == before
+    lines = before.splitlines()
+    (results / "results.jsonl").write_text("\n".join(lines[:-1]) + "\n" + lines[-1][: len(lines[-1]) // 2], encoding="utf-8")
+    assert main(["compare", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "8 finished" in err and err.count("BLEU") == 1
+    again = load_rows(results / "results.jsonl")
+    assert [r["id"] for r in again] == [r["id"] for r in rows]
+    assert again[-1]["bleu"] == rows[-1]["bleu"]  # the same cell, the same result
+
+    # --report-only rebuilds the summary; --dry-run lists the plan.
+    (results / "summary.md").unlink()
+    assert main(["-q", "compare", str(path), "--report-only"]) == 0
+    assert (results / "summary.md").read_text(encoding="utf-8") == summary
+    capsys.readouterr()
+    assert main(["recipe", "run", str(path), "--dry-run"]) == 0
+    assert "done  scratch.ro.all.n200.d0.s1" in capsys.readouterr().err
+
+
+def test_adapt_set_draws(prepared: Path, tmp_path: Path, minipack: Path) -> None:
+    cfg = C.from_dict(C.CompareConfig, grid(tmp_path, minipack))
+    full, info = adapt_set(cfg, str(prepared), "ro", 200, 0)
+    assert len(full) == 200 and info["adapt_lines"] == "all"
+    a, ia = adapt_set(cfg, str(prepared), "ro", 100, 1)
+    b, ib = adapt_set(cfg, str(prepared), "ro", 100, 2)
+    a2, _ = adapt_set(cfg, str(prepared), "ro", 100, 1)
+    assert len(a) == 100 and a.src == a2.src and a.src != b.src  # seeded per draw, same for every strategy
+    assert ia["adapt_lines"] == sorted(ia["adapt_lines"]) and a.src == [full.src[i] for i in ia["adapt_lines"]]
+    with pytest.raises(DataError, match="fewer than the 400"):
+        adapt_set(cfg, str(prepared), "ro", 400, 0)  # no adapt-extra for ro
+
+
+def test_adapt_set_extra_drops_test_overlap(prepared: Path, tmp_path: Path, minipack: Path) -> None:
+    import shutil
+
+    data = tmp_path / "prep-copy"
+    shutil.copytree(prepared, data)
+    extra = data / "text" / "ro-en" / "adapt-extra"
+    extra.mkdir()
+    test_en = (data / "text" / "ro-en" / "test" / "newstest2016.en").read_text(encoding="utf-8").split("\n")
+    (extra / "x.ro").write_text("a\nb\nc\n", encoding="utf-8")
+    (extra / "x.en").write_text(f"first extra\n{test_en[0]}\nthird extra\n", encoding="utf-8")
+    cfg = C.from_dict(C.CompareConfig, grid(tmp_path, minipack))
+    text, info = adapt_set(cfg, str(data), "ro", 202, 0)
+    assert text.tgt[200:] == ["first extra", "third extra"] and info["extra_dropped_overlap"] == 1
+    with pytest.raises(DataError, match="only 202"):
+        adapt_set(cfg, str(data), "ro", 203, 0)
+
+
+def test_plan_order_and_validation(tmp_path: Path, minipack: Path) -> None:
+    data = grid(tmp_path, minipack)
+    data["tiers"][2].update({"draws": 3, "sizes": [0, 100, 200], "seeds": [1, 2]})
+    cfg = C.load_compare_yaml(write(tmp_path, data))
+    cells = [c for c, t in expand(cfg) if t == "curves"]
+    # seeds outermost; 3 draws only below the full set; zero-shot and the full set once
+    assert len(cells) == 2 * 2 * (1 + 3 + 1)
+    assert [c.seed for c in cells] == [1] * 10 + [2] * 10
+    assert [(c.size, c.draw) for c in cells[:5]] == [(0, 0), (100, 1), (100, 2), (100, 3), (200, 0)]
+    scratch = [c for c, t in expand(cfg) if c.strategy == "scratch"]
+    assert [c.tune for c in scratch] == ["all"]
+
+    bad = grid(tmp_path, minipack)
+    bad["pretrain"]["metanmt"]["max_steps"] = 8
+    with pytest.raises(ConfigError, match="same budget"):
+        C.load_compare_yaml(write(tmp_path, bad))
+    bad = grid(tmp_path, minipack)
+    bad["tiers"][0]["strategies"] = ["multitask", "maml"]
+    with pytest.raises(ConfigError, match="'maml' is not a `pretrain` entry"):
+        C.load_compare_yaml(write(tmp_path, bad))
+    bad = grid(tmp_path, minipack)
+    bad["tiers"][1]["sizes"] = [0]
+    with pytest.raises(ConfigError, match="scratch has none"):
+        C.load_compare_yaml(write(tmp_path, bad))
+    bad = grid(tmp_path, minipack)
+    bad["tiers"] = bad["tiers"][1:]  # 'best' with no option runs before it
+    with pytest.raises(ConfigError, match="asks for the best adaptation option"):
+        from mtmeta.compare import Comparison
+
+        Comparison(C.load_compare_yaml(write(tmp_path, bad)), log=lambda *_: None, progress=False).run()
