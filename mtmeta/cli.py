@@ -13,8 +13,6 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
-
 from . import config as C
 from .errors import ConfigError, DataError, MtmetaError
 
@@ -25,12 +23,7 @@ def _section(path: str | None, cls: type, key: str):
     if not path:
         return cls()
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: config file not found")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+    data = C.read_yaml(p) or {}
     if isinstance(data, dict) and key in data:
         data = data[key]
     return C.from_dict(cls, data, where=f"{p.name}:{key}")
@@ -248,6 +241,11 @@ def cmd_compare(args) -> int:
             raise DataError(f"{cfg.results}/results.jsonl holds no finished cells yet")
         print(json.dumps(write_report(cfg, rows), indent=1))
         return 0
+    if getattr(args, "check_steps", None):
+        from .compare import check_recipe
+
+        print(json.dumps(check_recipe(cfg, args.check_steps, log=_log(args)), indent=1))
+        return 0
     run_compare(cfg, log=_log(args), progress=not _quiet(args), dry_run=getattr(args, "dry_run", False))
     return 0
 
@@ -374,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("file", help="recipe with `pretrain` and `tiers` (e.g. recipes/compare.yaml)")
     s.add_argument("--dry-run", action="store_true", help="list the cells and which are done; run nothing")
     s.add_argument("--report-only", action="store_true", help="rebuild summary.md and the plots from results.jsonl")
+    s.add_argument("--check-steps", type=int, metavar="N", help="only check the recipe starts: N steps of each pre-training strategy, one short adaptation, a few translations")
     s.set_defaults(func=cmd_compare)
     return p
 

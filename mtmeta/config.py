@@ -198,6 +198,8 @@ class TrainConfig:
         self.meta.validate()
         if self.select_metric not in ("loss", "bleu", "chrf"):
             raise ConfigError(f"select_metric {self.select_metric!r} unknown (loss, bleu, chrf)")
+        if self.select_metric != "loss" and self.bleu_sentences < 1:
+            raise ConfigError(f"select_metric {self.select_metric} needs bleu_sentences >= 1 (translations to score)")
         if self.strategy == "transfer":
             check_lang(self.parent_lang, "transfer parent_lang")
         for lang in self.langs:
@@ -259,6 +261,8 @@ class AdaptConfig:
             raise ConfigError("zero_shot needs a pre-trained checkpoint")
         if self.select_metric not in ("loss", "bleu", "chrf"):
             raise ConfigError(f"select_metric {self.select_metric!r} unknown (loss, bleu, chrf)")
+        if self.select_metric != "loss" and self.bleu_sentences < 1:
+            raise ConfigError(f"select_metric {self.select_metric} needs bleu_sentences >= 1 (translations to score)")
         if not self.checkpoint:
             self.model.validate()
         if self.tune not in ("all", "emb_enc", "emb"):
@@ -397,6 +401,17 @@ class CompareConfig:
             raise ConfigError("compare: evaluate.beam and evaluate.batch_sentences must be positive")
 
 
+def read_yaml(path: str | Path, what: str = "config file"):
+    """Parsed YAML, or a one-line ConfigError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: {what} not found")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+
+
 def _deep_merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for k, v in over.items():
@@ -407,12 +422,7 @@ def _deep_merge(base: dict, over: dict) -> dict:
 def load_compare_yaml(path: str | Path) -> CompareConfig:
     """A compare recipe: each `pretrain` entry is merged over `train`."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: recipe file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    data = read_yaml(path, "recipe file") or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path.name}: expected a mapping")
     base = data.get("train") or {}
@@ -495,12 +505,6 @@ def to_dict(cfg) -> dict:
 
 def load_yaml(path: str | Path, cls: type = RecipeConfig):
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: recipe file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    cfg = from_dict(cls, data, where=path.name)
+    cfg = from_dict(cls, read_yaml(path, "recipe file"), where=path.name)
     cfg.validate()
     return cfg

@@ -210,3 +210,14 @@ def test_plan_order_and_validation(tmp_path: Path, minipack: Path) -> None:
         from mtmeta.compare import Comparison
 
         Comparison(C.load_compare_yaml(write(tmp_path, bad)), log=lambda *_: None, progress=False).run()
+
+
+def test_check_steps_starts_every_strategy(capsys, tmp_path: Path, minipack: Path) -> None:
+    path = write(tmp_path, grid(tmp_path, minipack))
+    assert main(["-q", "compare", str(path), "--check-steps", "2"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["pretrain"]) == {"multitask", "metanmt"}
+    assert all(p["steps"] == 2 and p["tokens"] > 0 for p in report["pretrain"].values())
+    assert report["adapt"] == {"lang": "ro", "steps": 2, "tokens": report["adapt"]["tokens"]} and report["adapt"]["tokens"] > 0
+    assert report["translate"]["sentences"] == 8
+    assert not (tmp_path / "results" / "results.jsonl").exists()  # a check records no results
