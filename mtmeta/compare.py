@@ -179,8 +179,16 @@ class Comparison:
             return self.pretrained[name]
         tc = self.pretrain_config(name)
         done = Path(tc.output) / "done.json"
+        settings = json.loads(json.dumps(dataclasses.asdict(tc)))  # what the run was trained with, JSON-normalised
         if done.is_file():
             info = json.loads(done.read_text(encoding="utf-8"))
+            if info.get("settings", settings) != settings:
+                changed = sorted(k for k in settings if info["settings"].get(k) != settings[k])
+                raise ConfigError(
+                    f"pre-training {name!r} in {tc.output} was trained with other settings ({', '.join(changed)}); "
+                    "its cells would mix two models. Restore the recipe, or move that folder and its results rows away"
+                )
+            info.pop("settings", None)
         else:
             self.log(f"\n== pre-training {name} ({tc.strategy}{'/' + tc.meta.variant if tc.strategy == 'metanmt' else ''}, {tc.model.embedding})")
             t0 = time.time()
@@ -197,7 +205,7 @@ class Comparison:
                 "wall_minutes": round((time.time() - t0) / 60, 2),
                 "budget": {"max_train_tokens": tc.max_train_tokens, "max_minutes": tc.max_minutes, "max_steps": tc.max_steps},
             }
-            done.write_text(json.dumps(info, indent=1), encoding="utf-8")
+            done.write_text(json.dumps({**info, "settings": settings}, indent=1), encoding="utf-8")
         self.pretrained[name] = info
         return info
 

@@ -149,6 +149,15 @@ def test_compare_miniature_grid(capsys, minipack: Path, tmp_path: Path) -> None:
     assert main(["recipe", "run", str(path), "--dry-run"]) == 0
     assert "done  scratch.ro.all.n200.d0.s1" in capsys.readouterr().err
 
+    # Changing how a finished strategy was pre-trained is refused, not mixed in.
+    changed = grid(tmp_path, minipack)
+    changed["pretrain"]["metanmt"]["lr"] = 0.01
+    write(tmp_path, changed)
+    (results / "results.jsonl").write_text("\n".join(before.splitlines()[:-1]) + "\n", encoding="utf-8")
+    assert main(["compare", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "pre-training 'metanmt'" in err and "other settings (lr)" in err
+
 
 def test_adapt_set_draws(prepared: Path, tmp_path: Path, minipack: Path) -> None:
     cfg = C.from_dict(C.CompareConfig, grid(tmp_path, minipack))
