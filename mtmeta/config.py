@@ -140,15 +140,27 @@ class MetaConfig:
 
     variant: str = "fomaml"  # fomaml (paper) | maml (second order) | reptile | metasgd
     inner_steps: int = 1  # k simulated steps on D (paper: 1)
-    inner_optimizer: str = "sgd"  # sgd | adam (a fresh Adam per task, as in the paper)
-    inner_lr: float = 1e-3
+    # Empty / 0 pick what moves theta measurably: a fresh Adam at 1e-4 per task (the
+    # paper's; fomaml, reptile), or SGD at 0.1 where the inner step must be plain SGD
+    # (maml, metasgd). SGD at 1e-3 moves theta by ~2e-5 of its norm on per-token
+    # losses: theta' = theta and FOMAML becomes multitask (evaluation/meta_diagnostics.py).
+    inner_optimizer: str = ""  # sgd | adam
+    inner_lr: float = 0.0
     tasks_per_step: int = 1  # meta-gradients averaged over this many tasks
     task_sampling: str = "uniform"  # uniform (paper) | size (p ~ n^(1/temperature))
     meta_valid_lang: str = ""  # e.g. ro: fine-tune a copy on its adapt set to pick checkpoints
     meta_valid_steps: int = 20
     meta_valid_sentences: int = 100
 
+    def __post_init__(self) -> None:
+        if not self.inner_optimizer:
+            self.inner_optimizer = "sgd" if self.variant in ("maml", "metasgd") else "adam"
+        if not self.inner_lr:
+            self.inner_lr = 1e-4 if self.inner_optimizer == "adam" else 0.1
+
     def validate(self) -> None:
+        if self.inner_lr <= 0:
+            raise ConfigError("meta.inner_lr must be positive")
         if self.variant not in ("fomaml", "maml", "reptile", "metasgd"):
             raise ConfigError(f"meta.variant {self.variant!r} unknown (fomaml, maml, reptile, metasgd)")
         if self.inner_optimizer not in ("sgd", "adam"):

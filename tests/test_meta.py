@@ -39,7 +39,7 @@ def engine_for(model):
 
 
 def strategy(model, task, **meta):
-    cfg = C.MetaConfig(**{"inner_lr": 0.1, **meta})
+    cfg = C.MetaConfig(**{"inner_lr": 0.1, "inner_optimizer": "sgd", **meta})
     return MetaStrategy(TaskSampler({"de": task}, 1.0, seed=0), cfg, model)
 
 
@@ -189,3 +189,18 @@ def test_meta_validation_scores_a_fine_tuned_copy(prepared: Path, tmp_path: Path
     log = (tmp_path / "meta-valid" / "train_log.jsonl").read_text()
     assert '"meta_valid_lang": "ro"' in log and "meta_chrf" in log
     assert result["step"] == 2
+
+
+def test_inner_step_defaults_move_theta():
+    # SGD at 1e-3 left theta' == theta on real batches (results/compare/meta_inner_step.json):
+    # the defaults are the paper's fresh Adam at 1e-4, or SGD at 0.1 where SGD is required.
+    assert (C.MetaConfig().inner_optimizer, C.MetaConfig().inner_lr) == ("adam", 1e-4)
+    assert (C.MetaConfig(variant="reptile").inner_optimizer, C.MetaConfig(variant="reptile").inner_lr) == ("adam", 1e-4)
+    for variant in ("maml", "metasgd"):
+        m = C.MetaConfig(variant=variant)
+        assert (m.inner_optimizer, m.inner_lr) == ("sgd", 0.1)
+        m.validate()
+    assert C.MetaConfig(inner_optimizer="sgd").inner_lr == 0.1
+    assert C.MetaConfig(inner_lr=0.5).inner_lr == 0.5
+    with pytest.raises(C.ConfigError, match="plain SGD"):
+        C.MetaConfig(variant="maml", inner_optimizer="adam").validate()
