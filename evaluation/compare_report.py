@@ -36,8 +36,10 @@ def fmt(values: list[float], show_n: bool = False) -> str:
     return text + (f" (n={n})" if show_n else "")
 
 
-def in_tier(rows: list[dict], tier: str) -> list[dict]:
-    return [r for r in rows if tier in r["tiers"]]
+def in_tier(cfg, rows: list[dict], tier: str) -> list[dict]:
+    from mtmeta.compare import tier_rows
+
+    return tier_rows(cfg, rows).get(tier, [])
 
 
 def _ordered(values, preferred):
@@ -48,7 +50,7 @@ def significance(cfg, rows: list[dict], results_dir: Path) -> list[dict]:
     """Paired bootstrap, system vs baseline, per language and seed, on the
     headline cells (each strategy with its own chosen option, full set)."""
     out = []
-    head = [r for r in in_tier(rows, "headline")] or rows
+    head = in_tier(cfg, rows, "headline")
     by = {(r["strategy"], r["lang"], r["seed"]): r for r in head if r["size"] == cfg.full_size and r["draw"] == 0}
     for (strategy, lang, seed), sys_row in sorted(by.items()):
         if strategy != cfg.system or (cfg.baseline, lang, seed) not in by:
@@ -107,6 +109,13 @@ def summary_markdown(cfg, rows: list[dict], tests: list[dict], notes: str = "") 
         sig_rows.setdefault("BLEU", r["bleu_signature"])
         sig_rows.setdefault("chrF", r["chrf_signature"])
         sig_rows.setdefault("tok-BLEU", r["tok_bleu_signature"])
+    from mtmeta.compare import plan_size
+
+    planned = plan_size(cfg)
+    L += ["## Coverage", "", "| tier | cells finished | cells planned |", "|---|---:|---:|"]
+    for tier in cfg.tiers:
+        L.append(f"| {tier.name} | {len(in_tier(cfg, rows, tier.name))} | {planned[tier.name]} |")
+    L += ["", "A tier with fewer finished cells than planned is incomplete: `mtmeta compare` on the same recipe finishes it.", ""]
     pre = {}
     for r in rows:
         if r.get("pretrain"):
@@ -120,7 +129,7 @@ def summary_markdown(cfg, rows: list[dict], tests: list[dict], notes: str = "") 
         budgets = {json.dumps(p["budget"], sort_keys=True) for p in pre.values()}
         L += ["", f"Budget per strategy: {'; '.join(sorted(budgets))} (tokens = target tokens of forward/backward work, both MetaNMT batches counted)."]
         L.append("")
-    head = in_tier(rows, "headline")
+    head = in_tier(cfg, rows, "headline")
     if head:
         tunes = {r["strategy"]: r["tune"] for r in head}
         L += ["## Headline: full adapt set, each strategy's best option (mean ± std over seeds)", ""]
@@ -137,7 +146,7 @@ def summary_markdown(cfg, rows: list[dict], tests: list[dict], notes: str = "") 
     for tier in cfg.tiers:
         if tier.name == "headline":
             continue
-        trows = in_tier(rows, tier.name)
+        trows = in_tier(cfg, rows, tier.name)
         if not trows:
             continue
         if len(set(r["size"] for r in trows)) > 1:  # learning curves
@@ -153,7 +162,8 @@ def summary_markdown(cfg, rows: list[dict], tests: list[dict], notes: str = "") 
             L += [f"## {tier.name}: adaptation options", ""]
             for metric, label in METRICS[:2]:
                 L += [f"### {label}", ""]
-                L += table(trows, lambda r: f"{r['strategy']} / {r['tune']}", lambda r: r["lang"], metric, [], langs)
+                L += table(trows, lambda r: f"{r['strategy']} / {r['tune']}", lambda r: r["lang"], metric,
+                           [f"{s} / {t}" for s in tier.strategies for t in tier.tunes], langs)
                 L.append("")
             vs = defaultdict(list)
             for r in trows:
@@ -196,7 +206,7 @@ def plot_learning_curves(cfg, rows: list[dict], path: Path) -> bool:
     import matplotlib.pyplot as plt
 
     tiers = [t for t in cfg.tiers if len(t.sizes) > 1]
-    curve = [r for t in tiers for r in in_tier(rows, t.name)]
+    curve = [r for t in tiers for r in in_tier(cfg, rows, t.name)]
     if not curve:
         return False
     langs = _ordered({r["lang"] for r in curve}, cfg.targets)
@@ -235,7 +245,7 @@ def plot_headline(cfg, rows: list[dict], path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    head = in_tier(rows, "headline")
+    head = in_tier(cfg, rows, "headline")
     if not head:
         return False
     langs = _ordered({r["lang"] for r in head}, cfg.targets)

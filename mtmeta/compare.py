@@ -287,6 +287,11 @@ class Comparison:
             if tier not in tiers_of[cell.id]:
                 tiers_of[cell.id].append(tier)
         rows = load_rows(self.rows_path)
+        if self.rows_path.is_file() and not dry_run:
+            raw = self.rows_path.read_text(encoding="utf-8")
+            if raw and (not raw.endswith("\n") or len(raw.splitlines()) != len(rows)):
+                self.log(f"{self.rows_path}: dropping a torn last line (a run was killed while writing it)")
+                _rewrite_rows(self.rows_path, rows)  # appending after it would corrupt the next row
         done = {r["id"] for r in rows}
         self.log(f"{cfg.name}: {len(order)} cells planned ('best' options counted once per strategy), {len(done)} finished in {self.rows_path}")
         if dry_run:
@@ -309,9 +314,10 @@ class Comparison:
                 cell = dataclasses.replace(cell, tune=tune)
             if cell.id in done:
                 row = next(r for r in rows if r["id"] == cell.id)
-                for t in tiers:  # a cell shared by tiers: record every tier it serves
-                    if t not in row["tiers"]:
-                        row["tiers"].append(t)
+                added = [t for t in tiers if t not in row["tiers"]]
+                if added:  # a cell shared by tiers: record every tier it serves
+                    row["tiers"] += added
+                    _rewrite_rows(self.rows_path, rows)
                 bar.update(1)
                 continue
             row = self.run_cell(cell, tiers)
@@ -327,7 +333,6 @@ class Comparison:
                 f"({row['wall_seconds']:.0f} s; ~{eta:.0f} min left for {left} cells)"
             )
         bar.close()
-        _rewrite_tiers(self.rows_path, rows)
         return rows
 
 
@@ -377,7 +382,32 @@ def check_recipe(cfg: CompareConfig, steps: int, log=print) -> dict:
     return report
 
 
-def _rewrite_tiers(path: Path, rows: list[dict]) -> None:
+def tier_rows(cfg: CompareConfig, rows: list[dict]) -> dict[str, list[dict]]:
+    """The finished rows of each tier, from the recipe's plan (a 'best'
+    option resolved as the runner resolves it), whatever the rows record."""
+    by_id = {r["id"]: r for r in rows}
+    best = {s: resolve_best(cfg, rows, s) for s in {c.strategy for c, _ in expand(cfg)}}
+    out: dict[str, list[dict]] = {t.name: [] for t in cfg.tiers}
+    for cell, tier in expand(cfg):
+        if cell.tune == "best":
+            if best.get(cell.strategy) is None:
+                continue
+            cell = dataclasses.replace(cell, tune=best[cell.strategy])
+        row = by_id.get(cell.id)
+        if row is not None and row not in out[tier]:
+            out[tier].append(row)
+    return out
+
+
+def plan_size(cfg: CompareConfig) -> dict[str, int]:
+    """Cells each tier asks for."""
+    counts: dict[str, int] = {t.name: 0 for t in cfg.tiers}
+    for _, tier in expand(cfg):
+        counts[tier] += 1
+    return counts
+
+
+def _rewrite_rows(path: Path, rows: list[dict]) -> None:
     """Persist tier memberships added to finished rows (atomic rewrite)."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
@@ -394,4 +424,4 @@ def run_compare(cfg: CompareConfig, log=print, progress: bool = True, dry_run: b
     return rows
 
 
-__all__ = ["Cell", "Comparison", "check_recipe", "expand", "resolve_best", "load_rows", "adapt_set", "run_compare"]
+__all__ = ["Cell", "Comparison", "check_recipe", "tier_rows", "plan_size", "expand", "resolve_best", "load_rows", "adapt_set", "run_compare"]
