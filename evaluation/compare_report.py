@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import statistics
 from collections import defaultdict
 from pathlib import Path
 
 from data_prep.prepare import read_protected
 from data_prep.sources import read_lines
+from mtmeta.compare import option_scores, plan_size, tier_rows
+from mtmeta.errors import DataError
 from .scoring import paired_bootstrap, write_json
 
 METRICS = (("bleu", "BLEU"), ("chrf", "chrF"), ("tok_bleu", "tok-BLEU"))
@@ -37,13 +40,24 @@ def fmt(values: list[float], show_n: bool = False) -> str:
 
 
 def in_tier(cfg, rows: list[dict], tier: str) -> list[dict]:
-    from mtmeta.compare import tier_rows
-
     return tier_rows(cfg, rows).get(tier, [])
 
 
 def _ordered(values, preferred):
     return [v for v in preferred if v in values] + sorted(v for v in values if v not in preferred)
+
+
+def references(cfg, row: dict) -> list[str]:
+    """The row's reference lines: from the prepared folder, or (a clean
+    checkout without work/) from the pack the recipe names."""
+    try:
+        return read_protected(cfg.prepare.output, row["lang"], "test", row["test"]).tgt[: row["sentences"]]
+    except DataError:
+        for src in cfg.prepare.sources:
+            path = Path(src.path) / row["reference"]
+            if src.type == "pack" and path.is_file():
+                return read_lines(path)[: row["sentences"]]
+        raise
 
 
 def significance(cfg, rows: list[dict], results_dir: Path) -> list[dict]:
@@ -56,7 +70,7 @@ def significance(cfg, rows: list[dict], results_dir: Path) -> list[dict]:
         if strategy != cfg.system or (cfg.baseline, lang, seed) not in by:
             continue
         base_row = by[(cfg.baseline, lang, seed)]
-        refs = read_protected(cfg.prepare.output, lang, "test", sys_row["test"]).tgt[: sys_row["sentences"]]
+        refs = references(cfg, sys_row)
         hyp_s = read_lines(results_dir / sys_row["hypotheses"])
         hyp_b = read_lines(results_dir / base_row["hypotheses"])
         test = paired_bootstrap(hyp_b, hyp_s, refs, samples=cfg.bootstrap_samples)
@@ -75,7 +89,7 @@ def _mark(tests: list[dict], lang: str, metric: str) -> str:
     return "*" if better else "(-)" if worse else ""
 
 
-def table(rows: list[dict], row_key, col_key, metric: str, row_order=(), col_order=(), mark=None) -> list[str]:
+def table(rows: list[dict], row_key, col_key, metric: str, row_order=(), col_order=(), mark=None, expect_n: int = 0) -> list[str]:
     cells = defaultdict(list)
     for r in rows:
         cells[(row_key(r), col_key(r))].append(r[metric])
@@ -85,7 +99,8 @@ def table(rows: list[dict], row_key, col_key, metric: str, row_order=(), col_ord
     for rk in rks:
         vals = []
         for ck in cks:
-            v = fmt(cells.get((rk, ck), []))
+            got = cells.get((rk, ck), [])
+            v = fmt(got, show_n=bool(expect_n) and 0 < len(got) < expect_n)
             if mark and (rk, ck) in cells:
                 v += mark(rk, ck)
             vals.append(v)
@@ -99,7 +114,9 @@ def summary_markdown(cfg, rows: list[dict], tests: list[dict], notes: str = "") 
     langs = cfg.targets
     L = [f"# {cfg.name}: adaptation strategies compared", ""]
     L += [
-        f"{len(rows)} runs from `results.jsonl`. BLEU and chrF are sacreBLEU on the full test sets "
+        f"{len(rows)} runs from `results.jsonl`. BLEU and chrF are sacreBLEU on the "
+        + ("full test sets " if not cfg.evaluate.max_sentences else f"first {cfg.evaluate.max_sentences} sentences of the test sets ")
+        + 
         "(detokenised, signatures below). **tok-BLEU** is BLEU on Moses-tokenised text (multi-bleu style), "
         "the kind the MetaNMT paper reports: set it beside the paper's table, never beside sacreBLEU.",
         "",
@@ -109,8 +126,6 @@ def summary_markdown(cfg, rows: list[dict], tests: list[dict], notes: str = "") 
         sig_rows.setdefault("BLEU", r["bleu_signature"])
         sig_rows.setdefault("chrF", r["chrf_signature"])
         sig_rows.setdefault("tok-BLEU", r["tok_bleu_signature"])
-    from mtmeta.compare import plan_size
-
     planned = plan_size(cfg)
     L += ["## Coverage", "", "| tier | cells finished | cells planned |", "|---|---:|---:|"]
     for tier in cfg.tiers:
@@ -132,16 +147,25 @@ def summary_markdown(cfg, rows: list[dict], tests: list[dict], notes: str = "") 
     head = in_tier(cfg, rows, "headline")
     if head:
         tunes = {r["strategy"]: r["tune"] for r in head}
-        L += ["## Headline: full adapt set, each strategy's best option (mean ± std over seeds)", ""]
-        L.append("Option per strategy (chosen on validation, not test): " + ", ".join(f"{k} → `{v}`" for k, v in tunes.items()) + ".")
-        L.append(f"`*` {cfg.system} significantly above {cfg.baseline} (paired bootstrap, p < 0.05, every seed); `(-)` significantly below.")
+        seeds = max((len(t.seeds) for t in cfg.tiers if t.name == "headline"), default=1)
+        L += [f"## Headline: {cfg.full_size} sentences, each strategy's best option (mean ± std over {seeds} adaptation seeds)", ""]
+        how = []
+        for k, v in tunes.items():
+            src = cfg.best_tune_from.get(k)
+            how.append(f"{k} → `{v}`" + (" (no pre-trained part to freeze)" if k == "scratch" else f" (as {src})" if src and not option_scores(cfg, rows, k) else ""))
+        L.append("Option per strategy, picked on validation, never on test: " + ", ".join(how) + ".")
+        L.append(
+            "Seeds vary the adaptation (new embeddings, batch order), not the pre-training: each strategy is pre-trained once, "
+            "so neither the std nor the bootstrap measures pre-training variance. A cell shows `(n=k)` while fewer seeds than planned are finished."
+        )
+        L.append(f"`*` {cfg.system} significantly above {cfg.baseline} (paired bootstrap, p < 0.05) on every seed tested; `(-)` significantly below.")
         L.append("")
         for metric, label in METRICS:
             mark = None
             if metric in ("bleu", "chrf"):
                 mark = lambda rk, ck, m=metric: _mark(tests, ck, m) if rk == cfg.system else ""  # noqa: E731
             L += [f"### {label}", ""]
-            L += table(head, lambda r: r["strategy"], lambda r: r["lang"], metric, strat_order, langs, mark)
+            L += table(head, lambda r: r["strategy"], lambda r: r["lang"], metric, strat_order, langs, mark, expect_n=seeds)
             L.append("")
     for tier in cfg.tiers:
         if tier.name == "headline":
@@ -149,7 +173,7 @@ def summary_markdown(cfg, rows: list[dict], tests: list[dict], notes: str = "") 
         trows = in_tier(cfg, rows, tier.name)
         if not trows:
             continue
-        if len(set(r["size"] for r in trows)) > 1:  # learning curves
+        if len(tier.sizes) > 1:  # learning curves
             L += [f"## {tier.name}: BLEU / chrF by adapt-set size (mean ± std over draws)", ""]
             for metric, label in METRICS[:2]:
                 L += [f"### {label}", ""]
@@ -158,19 +182,18 @@ def summary_markdown(cfg, rows: list[dict], tests: list[dict], notes: str = "") 
                     [f"{s} {x}" for x in langs for s in strat_order], sorted({r["size"] for r in trows}),
                 )
                 L.append("")
-        elif len(set(r["tune"] for r in trows)) > 1:  # adaptation options
+        elif len(tier.tunes) > 1:  # adaptation options
             L += [f"## {tier.name}: adaptation options", ""]
             for metric, label in METRICS[:2]:
                 L += [f"### {label}", ""]
                 L += table(trows, lambda r: f"{r['strategy']} / {r['tune']}", lambda r: r["lang"], metric,
                            [f"{s} / {t}" for s in tier.strategies for t in tier.tunes], langs)
                 L.append("")
-            vs = defaultdict(list)
-            for r in trows:
-                if r["valid_score"] is not None:
-                    vs[(r["strategy"], r["tune"])].append(r["valid_score"])
-            L += ["Mean validation score (what picks the headline option; higher is better):", ""]
-            L += [f"- {s} / {t}: {statistics.fmean(v):.4f}" for (s, t), v in sorted(vs.items())]
+            L += [f"Mean validation score over the targets ({cfg.adapt.select_metric}; higher is better), what picks each strategy's headline option:", ""]
+            for strat in tier.strategies:
+                scores = option_scores(cfg, rows, strat)
+                if scores:
+                    L.append(f"- {strat}: " + ", ".join(f"`{t}` {v:.4f}" for t, v in scores.items()))
             L.append("")
         else:
             L += [f"## {tier.name}", ""]
@@ -185,13 +208,20 @@ def summary_markdown(cfg, rows: list[dict], tests: list[dict], notes: str = "") 
             b, c = t["bleu"], t["chrf"]
             L.append(f"| {t['lang']} | {t['seed']} | {b['baseline']:.2f} → {b['system']:.2f} | {b['p_value']:.3f} | {c['baseline']:.2f} → {c['system']:.2f} | {c['p_value']:.3f} |")
         L.append("")
+    notes_fixed = [
+        "- Size 0 (zero-shot) cells fine-tune nothing, but the new language's vocabulary and ULR queries are built from the source side of its full adapt set (and the queries aligned with its parallel sentences).",
+        "- Sizes above the adapt set add the language's adapt-extra WMT sets in file-name order, minus any pair with a side in its test or validation sets.",
+    ]
+    if cfg.evaluate.max_sentences:
+        notes_fixed.append(f"- Test sets are cut to their first {cfg.evaluate.max_sentences} sentences (`evaluate.max_sentences`): not the full test sets.")
+    L += ["## Notes on the cells", ""] + notes_fixed + [""]
     L += ["## Signatures", ""] + [f"- {k}: `{v}`" for k, v in sig_rows.items()] + [""]
     L += [
         "## Re-scoring",
         "",
         "Every row names its hypothesis file (under this folder) and its reference (under the pack), e.g.",
         "",
-        "    sacrebleu ../shared/corpus/ro-en/newstest2016.en -i results/compare/hyps/<id>.hyp -m bleu chrf",
+        f"    sacrebleu PACK/{rows[0]['reference']} -i {Path(cfg.results).as_posix()}/{rows[0]['hypotheses']} -m bleu chrf",
         "",
     ]
     if notes:
@@ -202,6 +232,7 @@ def summary_markdown(cfg, rows: list[dict], tests: list[dict], notes: str = "") 
 def plot_learning_curves(cfg, rows: list[dict], path: Path) -> bool:
     import matplotlib
 
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq leaves the root logger at DEBUG
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -232,7 +263,7 @@ def plot_learning_curves(cfg, rows: list[dict], path: Path) -> bool:
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)
     axes[0][0].legend()
-    fig.suptitle(f"{cfg.name}: learning curves (mean ± std over draws; full test sets)")
+    fig.suptitle(f"{cfg.name}: learning curves (mean ± std over draws and seeds; " + ("full test sets)" if not cfg.evaluate.max_sentences else f"first {cfg.evaluate.max_sentences} test sentences)"))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

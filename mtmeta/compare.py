@@ -11,6 +11,7 @@ The summary and plots are rebuilt from results.jsonl alone
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import random
@@ -69,20 +70,37 @@ def expand(cfg: CompareConfig) -> list[tuple[Cell, str]]:
     return out
 
 
+def option_scores(cfg: CompareConfig, rows: list[dict], strategy: str) -> dict[str, float]:
+    """Mean validation score of each adaptation option over the targets, from
+    the strategy's full-size runs at the first seed of the tiers that try
+    several options (only when every option has the same targets)."""
+    seeds = [x for t in cfg.tiers if len(t.tunes) > 1 and strategy in t.strategies for x in t.seeds]
+    if not seeds:
+        return {}
+    full = [
+        r for r in rows
+        if r["strategy"] == strategy and r["size"] == cfg.full_size and r["draw"] == 0 and r["seed"] == min(seeds)
+        and r["valid_score"] is not None
+    ]
+    by_tune: dict[str, dict[str, float]] = {}
+    for r in full:
+        by_tune.setdefault(r["tune"], {})[r["lang"]] = r["valid_score"]
+    langs = [set(v) for v in by_tune.values()]
+    if len(by_tune) < 2 or any(x != langs[0] for x in langs):
+        return {}
+    return {t: sum(v.values()) / len(v) for t, v in sorted(by_tune.items())}
+
+
 def resolve_best(cfg: CompareConfig, rows: list[dict], strategy: str) -> str | None:
-    """The adaptation option with the best mean validation score over the
-    targets, from a strategy's full-size runs with several options (or
-    those of `best_tune_from[strategy]`, for a strategy that has none).
-    None: not run yet."""
+    """The adaptation option with the best mean validation score (higher is
+    better) in `option_scores`, the strategy's own or, for a strategy with
+    no option runs, those of `best_tune_from[strategy]`. None: not run yet."""
+    if strategy == "scratch":
+        return "all"
     for source in (strategy, cfg.best_tune_from.get(strategy, strategy)):
-        full = [r for r in rows if r["strategy"] == source and r["size"] == cfg.full_size and r["draw"] == 0]
-        by_tune: dict[str, dict[str, float]] = {}
-        for r in full:
-            if r["seed"] == min(x["seed"] for x in full):
-                by_tune.setdefault(r["tune"], {})[r["lang"]] = r["valid_score"]
-        langs = [set(v) for v in by_tune.values()]
-        if len(by_tune) >= 2 and all(x == langs[0] for x in langs):
-            return max(sorted(by_tune), key=lambda t: sum(by_tune[t].values()) / len(by_tune[t]))
+        scores = option_scores(cfg, rows, source)
+        if scores:
+            return max(scores, key=scores.get)
     return None
 
 
@@ -94,7 +112,9 @@ def load_rows(path: Path) -> list[dict]:
     rows = []
     if not path.is_file():
         return rows
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = path.read_text(encoding="utf-8").split("\n")  # not splitlines(): U+2028 may occur inside a row
+    while lines and not lines[-1]:
+        lines.pop()
     for i, line in enumerate(lines):
         if not line.strip():
             continue
@@ -133,20 +153,25 @@ def adapt_set(cfg: CompareConfig, data: str, lang: str, size: int, draw: int) ->
             idx = sorted(random.Random(f"{lang}:{size}:{draw}").sample(range(len(full)), size))
         text = dataclasses.replace(full, src=[full.src[i] for i in idx], tgt=[full.tgt[i] for i in idx], name=f"{full.name}[{size}#{draw}]")
         return text, {"adapt_set": full.name, "adapt_lines": idx if 0 < size < len(full) else "all"}
-    protected = set()
+    protected = set()  # every test and validation set of the language, both sides
     for role in ("test", "adapt-valid"):
-        protected.update(normalize(x) for x in read_protected(data, lang, role).tgt)
+        folder = Path(data) / "text" / f"{lang}-en" / role
+        for name in sorted(p.stem for p in folder.glob(f"*.{lang}")):
+            t = read_protected(data, lang, role, name)
+            protected.update(normalize(x) for x in t.src + t.tgt)
     src, tgt = list(full.src), list(full.tgt)
     base = Path(data) / "text" / f"{lang}-en" / "adapt-extra"
     names = sorted(p.stem for p in base.glob(f"*.{lang}")) if base.is_dir() else []
     used, dropped = [], 0
     for name in names:
+        if len(src) == size:
+            break
         extra = read_protected(data, lang, "adapt-extra", name)
         used.append(name)
         for s, t in zip(extra.src, extra.tgt):
             if len(src) == size:
                 break
-            if normalize(t) in protected:
+            if normalize(t) in protected or normalize(s) in protected:
                 dropped += 1
                 continue
             src.append(s)
@@ -175,21 +200,30 @@ class Comparison:
         return dataclasses.replace(self.cfg.pretrain[name], data=self.data, output=str(self.work / "pretrain" / name))
 
     def ensure_pretrained(self, name: str) -> dict:
+        """Train strategy `name` once. Its settings are written before training
+        and checked before any reuse or resume, and its checkpoint's hash
+        goes into every row, so two different models never share a name."""
         if name in self.pretrained:
             return self.pretrained[name]
         tc = self.pretrain_config(name)
-        done = Path(tc.output) / "done.json"
-        settings = json.loads(json.dumps(dataclasses.asdict(tc)))  # what the run was trained with, JSON-normalised
+        out = Path(tc.output)
+        done, started = out / "done.json", out / "settings.json"
+        settings = json.loads(json.dumps(dataclasses.asdict(tc)))  # JSON-normalised
+        for path in (done, started):
+            if path.is_file():
+                old = json.loads(path.read_text(encoding="utf-8")).get("settings", settings)
+                if old != settings:
+                    changed = sorted(k for k in settings if old.get(k) != settings[k])
+                    raise ConfigError(
+                        f"pre-training {name!r} in {out} was started with other settings ({', '.join(changed)}); "
+                        "its cells would mix two models. Restore the recipe, or move that folder and its result rows away"
+                    )
         if done.is_file():
             info = json.loads(done.read_text(encoding="utf-8"))
-            if info.get("settings", settings) != settings:
-                changed = sorted(k for k in settings if info["settings"].get(k) != settings[k])
-                raise ConfigError(
-                    f"pre-training {name!r} in {tc.output} was trained with other settings ({', '.join(changed)}); "
-                    "its cells would mix two models. Restore the recipe, or move that folder and its results rows away"
-                )
             info.pop("settings", None)
         else:
+            out.mkdir(parents=True, exist_ok=True)
+            _write_json_atomic(started, {"settings": settings})
             self.log(f"\n== pre-training {name} ({tc.strategy}{'/' + tc.meta.variant if tc.strategy == 'metanmt' else ''}, {tc.model.embedding})")
             t0 = time.time()
             result = train(tc, log=self.log, progress=self.progress)
@@ -205,9 +239,44 @@ class Comparison:
                 "wall_minutes": round((time.time() - t0) / 60, 2),
                 "budget": {"max_train_tokens": tc.max_train_tokens, "max_minutes": tc.max_minutes, "max_steps": tc.max_steps},
             }
-            done.write_text(json.dumps({**info, "settings": settings}, indent=1), encoding="utf-8")
+            _write_json_atomic(done, {**info, "settings": settings})
+        if "checkpoint_sha256" not in info:  # done.json of runs before hashes were recorded
+            info["checkpoint_sha256"] = _sha256(Path(info["checkpoint"]))
+            _write_json_atomic(done, {**info, "settings": settings})
         self.pretrained[name] = info
         return info
+
+    def cell_settings(self) -> str:
+        """Hash of everything besides the cell's own key that decides its
+        result: adaptation, evaluation, scratch model, prepared data."""
+        cfg = self.cfg
+        summary = json.loads((Path(self.data) / "summary.json").read_text(encoding="utf-8"))
+        blob = json.dumps(
+            [dataclasses.asdict(cfg.adapt), dataclasses.asdict(cfg.evaluate), dataclasses.asdict(cfg.scratch_model), cfg.full_size, summary["fingerprint"]],
+            sort_keys=True,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def check_rows(self, rows: list[dict], cell_hash: str) -> None:
+        """Refuse to mix results made with other settings or another model
+        under the same name (rows from before these were recorded pass)."""
+        other = [r["id"] for r in rows if r.get("cell_settings", cell_hash) != cell_hash]
+        if other:
+            raise ConfigError(
+                f"{len(other)} finished row(s) in {self.rows_path} were made with other adapt/evaluate/prepare settings "
+                f"(e.g. {other[0]}); restore the recipe, or use another `results` folder"
+            )
+
+    def check_pretrained(self, rows: list[dict], info: dict) -> None:
+        mixed = [
+            r["id"] for r in rows
+            if r["strategy"] == info["name"] and (r.get("pretrain") or {}).get("checkpoint_sha256", info["checkpoint_sha256"]) != info["checkpoint_sha256"]
+        ]
+        if mixed:
+            raise ConfigError(
+                f"{len(mixed)} finished row(s) of {info['name']!r} (e.g. {mixed[0]}) come from another pre-trained model than "
+                f"{info['checkpoint']}; move those rows or that model away"
+            )
 
     # one cell
     def run_cell(self, cell: Cell, tiers: list[str]) -> dict:
@@ -274,62 +343,75 @@ class Comparison:
             "wall_seconds": round(time.time() - t0, 1),
         }
 
-    def run(self, dry_run: bool = False) -> list[dict]:
-        cfg = self.cfg
-        prep = dataclasses.replace(cfg.prepare)
-        planned = expand(cfg)
-        tiers_of: dict[str, list[str]] = {}
+    def plan(self, rows: list[dict]) -> tuple[list[Cell], dict[str, list[str]]]:
+        """Unique cells in run order with the tiers each serves; a 'best'
+        option is resolved when the rows allow, else left as 'best'."""
         order: list[Cell] = []
-        for cell, tier in planned:
+        tiers_of: dict[str, list[str]] = {}
+        for cell, tier in expand(self.cfg):
+            if cell.tune == "best":
+                tune = resolve_best(self.cfg, rows, cell.strategy)
+                cell = dataclasses.replace(cell, tune=tune) if tune else cell
             if cell.id not in tiers_of:
                 order.append(cell)
                 tiers_of[cell.id] = []
             if tier not in tiers_of[cell.id]:
                 tiers_of[cell.id].append(tier)
+        return order, tiers_of
+
+    def run(self, dry_run: bool = False) -> list[dict]:
+        cfg = self.cfg
         rows = load_rows(self.rows_path)
-        if self.rows_path.is_file() and not dry_run:
+        order, _ = self.plan(rows)
+        done = {r["id"] for r in rows}
+        self.log(f"{cfg.name}: {len(order)} cells planned, {sum(c.id in done for c in order)} finished in {self.rows_path}")
+        if dry_run:
+            _, tiers_of = self.plan(rows)
+            for cell in order:
+                state = "done" if cell.id in done else "todo" if cell.tune != "best" else "todo (option picked after the option runs)"
+                self.log(f"  {state}  {cell.id}  [{', '.join(tiers_of[cell.id])}]")
+            return rows
+        if self.rows_path.is_file():
             raw = self.rows_path.read_text(encoding="utf-8")
-            if raw and (not raw.endswith("\n") or len(raw.splitlines()) != len(rows)):
+            if raw and (not raw.endswith("\n") or raw.count("\n") != len(rows)):
                 self.log(f"{self.rows_path}: dropping a torn last line (a run was killed while writing it)")
                 _rewrite_rows(self.rows_path, rows)  # appending after it would corrupt the next row
-        done = {r["id"] for r in rows}
-        self.log(f"{cfg.name}: {len(order)} cells planned ('best' options counted once per strategy), {len(done)} finished in {self.rows_path}")
-        if dry_run:
-            for cell in order:
-                self.log(f"  {'done' if cell.id in done else 'todo'}  {cell.id}  [{', '.join(tiers_of[cell.id])}]")
-            return rows
         self.log("== prepare")
-        prepare(prep, log=self.log)
+        prepare(dataclasses.replace(cfg.prepare), log=self.log)
+        cell_hash = self.cell_settings()
+        self.check_rows(rows, cell_hash)
         bar = tqdm(total=len(order), desc=cfg.name, unit="cell", disable=not (self.progress and sys.stderr.isatty()))
         t_start, ran = time.time(), 0
-        for k, cell in enumerate(order):
-            tiers = tiers_of[cell.id]
-            if cell.tune == "best":
-                tune = resolve_best(cfg, rows, cell.strategy)
-                if tune is None:
-                    raise ConfigError(
-                        f"cell {cell.id} asks for the best adaptation option, but no tier before it ran "
-                        f"{cell.strategy} (or its best_tune_from entry) at size {cfg.full_size} with several options"
-                    )
-                cell = dataclasses.replace(cell, tune=tune)
-            if cell.id in done:
-                row = next(r for r in rows if r["id"] == cell.id)
-                added = [t for t in tiers if t not in row["tiers"]]
-                if added:  # a cell shared by tiers: record every tier it serves
-                    row["tiers"] += added
+        while True:
+            order, tiers_of = self.plan(rows)  # options decided by finished cells resolve here
+            todo = [c for c in order if c.id not in done]
+            for cell in order:  # a cell shared by tiers: record every tier it serves
+                row = next((r for r in rows if r["id"] == cell.id), None)
+                if row is not None and any(t not in row["tiers"] for t in tiers_of[cell.id]):
+                    row["tiers"] += [t for t in tiers_of[cell.id] if t not in row["tiers"]]
                     _rewrite_rows(self.rows_path, rows)
-                bar.update(1)
-                continue
-            row = self.run_cell(cell, tiers)
+            bar.total = len(order)
+            bar.n = len(order) - len(todo)
+            bar.refresh()
+            if not todo:
+                break
+            cell = todo[0]
+            if cell.tune == "best":
+                raise ConfigError(
+                    f"cell {cell.id} asks for the best adaptation option, but no tier before it ran "
+                    f"{cell.strategy} (or its best_tune_from entry) at size {cfg.full_size} with several options"
+                )
+            if cell.strategy != "scratch":
+                self.check_pretrained(rows, self.ensure_pretrained(cell.strategy))
+            row = {**self.run_cell(cell, tiers_of[cell.id]), "cell_settings": cell_hash}
             append_row(self.rows_path, row)
             rows.append(row)
             done.add(cell.id)
             ran += 1
-            bar.update(1)
-            left = len(order) - k - 1
+            left = len(todo) - 1
             eta = (time.time() - t_start) / ran * left / 60
             self.log(
-                f"[{k + 1}/{len(order)}] {cell.id}: BLEU {row['bleu']:.2f} chrF {row['chrf']:.2f} "
+                f"[{len(order) - left}/{len(order)}] {cell.id}: BLEU {row['bleu']:.2f} chrF {row['chrf']:.2f} "
                 f"({row['wall_seconds']:.0f} s; ~{eta:.0f} min left for {left} cells)"
             )
         bar.close()
@@ -382,6 +464,23 @@ def check_recipe(cfg: CompareConfig, steps: int, log=print) -> dict:
     return report
 
 
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(json.dumps(data, indent=1))
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def tier_rows(cfg: CompareConfig, rows: list[dict]) -> dict[str, list[dict]]:
     """The finished rows of each tier, from the recipe's plan (a 'best'
     option resolved as the runner resolves it), whatever the rows record."""
@@ -401,16 +500,17 @@ def tier_rows(cfg: CompareConfig, rows: list[dict]) -> dict[str, list[dict]]:
 
 def plan_size(cfg: CompareConfig) -> dict[str, int]:
     """Cells each tier asks for."""
-    counts: dict[str, int] = {t.name: 0 for t in cfg.tiers}
-    for _, tier in expand(cfg):
-        counts[tier] += 1
-    return counts
+    seen = {(cell, tier) for cell, tier in expand(cfg)}
+    return {t.name: sum(1 for _, tier in seen if tier == t.name) for t in cfg.tiers}
 
 
 def _rewrite_rows(path: Path, rows: list[dict]) -> None:
     """Persist tier memberships added to finished rows (atomic rewrite)."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        f.flush()
+        os.fsync(f.fileno())
     tmp.replace(path)
 
 

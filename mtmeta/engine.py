@@ -282,9 +282,10 @@ class Engine:
         bar = tqdm(total=1000, disable=not interactive, desc="train", unit="‰", leave=False)
         bar.update(int(self._budget_fraction() * 1000))
         window_tokens, window_start = 0, time.time()
-        stopped_early = False
+        # A resumed run that had already stopped early stays stopped (same result as never killed).
+        stopped_early = bool(s.patience and self.bad_validations >= s.patience)
         try:
-            while self._keep_going():
+            while not stopped_early and self._keep_going():
                 t0 = time.time()
                 self.optimizer.zero_grad(set_to_none=True)
                 stats = self.strategy.train_step(self)

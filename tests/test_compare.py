@@ -23,7 +23,7 @@ ROW_KEYS = {
     "schema", "id", "tiers", "strategy", "lang", "tune", "size", "draw", "seed", "pretrain", "adapt_sentences",
     "adapt_set", "adapt_lines", "adapt_steps", "adapt_tokens", "valid_metric", "valid_score", "test", "sentences",
     "bleu", "chrf", "tok_bleu", "bleu_signature", "chrf_signature", "tok_bleu_signature", "beam", "hypotheses",
-    "reference", "checkpoint", "adapt_seconds", "translate_seconds", "wall_seconds",
+    "reference", "checkpoint", "adapt_seconds", "translate_seconds", "wall_seconds", "cell_settings",
 }
 
 
@@ -51,7 +51,7 @@ def grid(tmp_path: Path, minipack: Path, **changes) -> dict:
         "bootstrap_samples": 50,
         "tiers": [
             {"name": "options", "strategies": ["multitask", "metanmt"], "tunes": ["all", "emb"], "sizes": [200]},
-            {"name": "headline", "strategies": ["scratch", "multitask", "metanmt"], "tunes": ["best"], "sizes": [200]},
+            {"name": "headline", "strategies": ["scratch", "multitask", "metanmt"], "tunes": ["best"], "sizes": [200], "seeds": [1, 2]},
             {"name": "curves", "strategies": ["multitask", "metanmt"], "tunes": ["best"], "sizes": [0, 100]},
         ],
     }
@@ -83,12 +83,13 @@ def test_compare_miniature_grid(capsys, minipack: Path, tmp_path: Path) -> None:
     assert main(["-q", "compare", str(path)]) == 0
     results = tmp_path / "results"
     rows = load_rows(results / "results.jsonl")
-    # options 4 + scratch 1 (the headline's multitask/metanmt cells are option cells) + zero-shot 2 + size-100 2
-    assert len(rows) == 9
-    assert len({r["id"] for r in rows}) == 9
+    # options 4 + headline: scratch x 2 seeds + multitask/metanmt seed 2 (their seed-1 cells
+    # are option cells) + curves: zero-shot 2 + size-100 2
+    assert len(rows) == 12
+    assert len({r["id"] for r in rows}) == 12
     for r in rows:
         assert set(r) == ROW_KEYS, set(r) ^ ROW_KEYS
-        assert r["schema"] == 1 and r["lang"] == "ro" and r["seed"] == 1 and r["test"] == "newstest2016"
+        assert r["schema"] == 1 and r["lang"] == "ro" and r["seed"] in (1, 2) and r["test"] == "newstest2016"
         assert r["sentences"] == 20 and r["beam"] == 1
         assert r["bleu_signature"].startswith("nrefs:1|") and r["tok_bleu_signature"].startswith("moses-tokenised+")
         assert 0 <= r["bleu"] <= 100 and 0 < r["chrf"] <= 100 and 0 <= r["tok_bleu"] <= 100
@@ -98,30 +99,46 @@ def test_compare_miniature_grid(capsys, minipack: Path, tmp_path: Path) -> None:
             assert r["pretrain"] is None and r["tune"] == "all"
         else:
             assert r["pretrain"]["steps"] == 4 and r["pretrain"]["budget"]["max_steps"] == 4
+            assert len(r["pretrain"]["checkpoint_sha256"]) == 64
         # Re-scores exactly with plain sacrebleu from the committed hypothesis file.
         hyps = (results / r["hypotheses"]).read_text(encoding="utf-8").split("\n")[:-1]
         refs = (minipack / r["reference"]).read_text(encoding="utf-8").split("\n")[:20]
         assert round(BLEU().corpus_score(hyps, [refs]).score, 2) == r["bleu"]
         assert round(CHRF().corpus_score(hyps, [refs]).score, 2) == r["chrf"]
     tiers = {r["id"]: r["tiers"] for r in rows}
-    best = resolve_best(C.load_compare_yaml(path), rows, "multitask")
-    assert best in ("all", "emb")
+    cfg = C.load_compare_yaml(path)
+    best = resolve_best(cfg, rows, "multitask")
+    valid = {r["tune"]: r["valid_score"] for r in rows if r["strategy"] == "multitask" and r["size"] == 200 and r["seed"] == 1}
+    assert best == max(valid, key=valid.get) and len(valid) == 2  # the better validation score, never the test
     assert tiers[f"multitask.ro.{best}.n200.d0.s1"] == ["options", "headline"]
     assert tiers["metanmt.ro." + resolve_best(C.load_compare_yaml(path), rows, "metanmt") + ".n0.d0.s1"] == ["curves"]
 
     # The summary's numbers are the rows' numbers.
     summary = (results / "summary.md").read_text(encoding="utf-8")
     head = markdown_table(summary, "### BLEU")
+    sig = json.loads((results / "significance.json").read_text())["tests"]
+    assert [(t["lang"], t["seed"]) for t in sig] == [("ro", 1), ("ro", 2)]
     for strategy in ("scratch", "multitask", "metanmt"):
-        hrow = next(r for r in rows if r["strategy"] == strategy and "headline" in r["tiers"])
-        assert re.sub(r"[*()-]+$", "", head[strategy][0]) == fmt([hrow["bleu"]])
+        hrows = [r for r in rows if r["strategy"] == strategy and "headline" in r["tiers"]]
+        assert sorted(r["seed"] for r in hrows) == [1, 2]
+        expected = fmt([r["bleu"] for r in hrows])
+        assert " ± " in expected and head[strategy][0].startswith(expected)
+        mark = head[strategy][0][len(expected):]
+        if strategy != "metanmt":
+            assert mark == ""
+        else:
+            better = all(t["bleu"]["p_value"] < 0.05 and t["bleu"]["system"] > t["bleu"]["baseline"] for t in sig)
+            worse = all(t["bleu"]["p_value"] < 0.05 and t["bleu"]["system"] < t["bleu"]["baseline"] for t in sig)
+            assert mark == ("*" if better else "(-)" if worse else "")
+    for t in sig:  # the bootstrap compares the rows' own scores
+        base = next(r for r in rows if r["id"] == t["baseline"])
+        system = next(r for r in rows if r["id"] == t["system"])
+        assert (t["bleu"]["baseline"], t["bleu"]["system"]) == (base["bleu"], system["bleu"])
+        assert (base["strategy"], system["strategy"]) == ("multitask", "metanmt")
     curves = markdown_table(summary.split("## curves")[1], "### chrF")
     for r in rows:
         if "curves" in r["tiers"] and r["size"] == 100:
             assert curves[f"{r['strategy']} ro"][1] == fmt([r["chrf"]])
-    sig = json.loads((results / "significance.json").read_text())["tests"]
-    assert [(t["lang"], t["seed"]) for t in sig] == [("ro", 1)]
-    assert 0 < sig[0]["bleu"]["p_value"] <= 1
     for png in ("learning_curves.png", "headline_bars.png"):
         assert (results / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -130,13 +147,13 @@ def test_compare_miniature_grid(capsys, minipack: Path, tmp_path: Path) -> None:
     before = (results / "results.jsonl").read_text(encoding="utf-8")
     assert main(["compare", str(path)]) == 0
     err = capsys.readouterr().err
-    assert "9 finished" in err and "[" not in err.split("9 finished", 1)[1].split("summary")[0].replace("[options", "")
+    assert "12 finished" in err and "BLEU" not in err
     assert (results / "results.jsonl").read_text(encoding="utf-8") == before
     lines = before.splitlines()
     (results / "results.jsonl").write_text("\n".join(lines[:-1]) + "\n" + lines[-1][: len(lines[-1]) // 2], encoding="utf-8")
     assert main(["compare", str(path)]) == 0
     err = capsys.readouterr().err
-    assert "8 finished" in err and err.count("BLEU") == 1
+    assert "11 finished" in err and err.count("BLEU") == 1 and "dropping a torn last line" in err
     again = load_rows(results / "results.jsonl")
     assert [r["id"] for r in again] == [r["id"] for r in rows]
     assert again[-1]["bleu"] == rows[-1]["bleu"]  # the same cell, the same result
@@ -199,7 +216,7 @@ def test_plan_order_and_validation(tmp_path: Path, minipack: Path) -> None:
     assert [c.seed for c in cells] == [1] * 10 + [2] * 10
     assert [(c.size, c.draw) for c in cells[:5]] == [(0, 0), (100, 1), (100, 2), (100, 3), (200, 0)]
     scratch = [c for c, t in expand(cfg) if c.strategy == "scratch"]
-    assert [c.tune for c in scratch] == ["all"]
+    assert [(c.tune, c.seed) for c in scratch] == [("all", 1), ("all", 2)]
 
     bad = grid(tmp_path, minipack)
     bad["pretrain"]["metanmt"]["max_steps"] = 8
