@@ -136,11 +136,19 @@ def summary_markdown(cfg, rows: list[dict], tests: list[dict], notes: str = "") 
         if r.get("pretrain"):
             pre[r["strategy"]] = r["pretrain"]
     if pre:
-        L += ["## Pre-training budget", "", "| strategy | method | embedding | steps | tokens processed | training minutes |", "|---|---|---|---:|---:|---:|"]
+        L += ["## Pre-training budget", "", "| strategy | method | embedding | updates | tokens processed | training minutes | source valid NLL |", "|---|---|---|---:|---:|---:|---:|"]
         for name in _ordered(set(pre), strat_order):
             p = pre[name]
             method = p["strategy"] + (f" ({p['variant']})" if p.get("variant") else "")
-            L.append(f"| {name} | {method} | {p['embedding']} | {p['steps']} | {p['tokens']:,} | {p['train_minutes']:.1f} |")
+            nll = p.get("source_valid_nll")
+            L.append(f"| {name} | {method} | {p['embedding']} | {p['steps']} | {p['tokens']:,} | {p['train_minutes']:.1f} | {'–' if nll is None else f'{nll:.3f}'} |")
+        shas = defaultdict(set)
+        for r in rows:
+            if r.get("pretrain") and r["pretrain"].get("checkpoint_sha256"):
+                shas[r["strategy"]].add(r["pretrain"]["checkpoint_sha256"])
+        for name, hashes in sorted(shas.items()):
+            if len(hashes) > 1:
+                L.append(f"\n**Warning:** rows of {name} come from {len(hashes)} different pre-trained checkpoints.")
         budgets = {json.dumps(p["budget"], sort_keys=True) for p in pre.values()}
         L += ["", f"Budget per strategy: {'; '.join(sorted(budgets))} (tokens = target tokens of forward/backward work, both MetaNMT batches counted)."]
         L.append("")

@@ -240,8 +240,9 @@ class Comparison:
                 "budget": {"max_train_tokens": tc.max_train_tokens, "max_minutes": tc.max_minutes, "max_steps": tc.max_steps},
             }
             _write_json_atomic(done, {**info, "settings": settings})
-        if "checkpoint_sha256" not in info:  # done.json of runs before hashes were recorded
+        if "checkpoint_sha256" not in info or "source_valid_nll" not in info:  # done.json of earlier runs
             info["checkpoint_sha256"] = _sha256(Path(info["checkpoint"]))
+            info["source_valid_nll"] = _best_valid_nll(out / "train_log.jsonl")
             _write_json_atomic(done, {**info, "settings": settings})
         self.pretrained[name] = info
         return info
@@ -471,6 +472,18 @@ def _write_json_atomic(path: Path, data: dict) -> None:
         f.flush()
         os.fsync(f.fileno())
     tmp.replace(path)
+
+
+def _best_valid_nll(log: Path) -> float | None:
+    """Lowest source-language validation NLL in an engine's train_log.jsonl."""
+    if not log.is_file():
+        return None
+    values = []
+    for line in log.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        if "validation" in record and "valid_nll" in record["validation"]:
+            values.append(record["validation"]["valid_nll"])
+    return round(min(values), 4) if values else None
 
 
 def _sha256(path: Path) -> str:
