@@ -44,6 +44,8 @@ def in_tier(cfg, rows: list[dict], tier: str) -> list[dict]:
 
 
 def _ordered(values, preferred):
+    """`values` once each: those in `preferred` in its order, then the rest sorted."""
+    preferred = list(dict.fromkeys(preferred))
     return [v for v in preferred if v in values] + sorted(v for v in values if v not in preferred)
 
 
@@ -245,7 +247,7 @@ def plot_learning_curves(cfg, rows: list[dict], path: Path) -> bool:
     import matplotlib.pyplot as plt
 
     tiers = [t for t in cfg.tiers if len(t.sizes) > 1]
-    curve = [r for t in tiers for r in in_tier(cfg, rows, t.name)]
+    curve = list({r["id"]: r for t in tiers for r in in_tier(cfg, rows, t.name)}.values())  # a row once, whatever its tiers
     if not curve:
         return False
     langs = _ordered({r["lang"] for r in curve}, cfg.targets)
@@ -266,6 +268,9 @@ def plot_learning_curves(cfg, rows: list[dict], path: Path) -> bool:
                 ss = [mean_std(pts[x])[1] for x in xs]
                 ax.errorbar(xs, ms, yerr=ss, marker="o", capsize=3, label=s)
             ax.set_xscale("symlog", linthresh=100)
+            sizes = sorted({r["size"] for r in curve if r["lang"] == lang})
+            ax.set_xticks(sizes, [str(x) for x in sizes])
+            ax.minorticks_off()
             ax.set_title(f"{lang}-en {label}")
             ax.set_xlabel("adapt-set sentences (0 = zero-shot)")
             ax.set_ylabel(label)

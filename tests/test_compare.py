@@ -135,6 +135,8 @@ def test_compare_miniature_grid(capsys, minipack: Path, tmp_path: Path) -> None:
         system = next(r for r in rows if r["id"] == t["system"])
         assert (t["bleu"]["baseline"], t["bleu"]["system"]) == (base["bleu"], system["bleu"])
         assert (base["strategy"], system["strategy"]) == ("multitask", "metanmt")
+    curves_section = summary.split("## curves")[1].split("\n## ")[0]
+    assert curves_section.count("| multitask ro |") == 2  # once per metric table, though multitask is in several tiers
     curves = markdown_table(summary.split("## curves")[1], "### chrF")
     for r in rows:
         if "curves" in r["tiers"] and r["size"] == 100:
