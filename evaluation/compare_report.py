@@ -175,7 +175,8 @@ def summary_markdown(cfg, rows: list[dict], tests: list[dict], notes: str = "") 
             if metric in ("bleu", "chrf"):
                 mark = lambda rk, ck, m=metric: _mark(tests, ck, m) if rk == cfg.system else ""  # noqa: E731
             L += [f"### {label}", ""]
-            L += table(head, lambda r: r["strategy"], lambda r: r["lang"], metric, strat_order, langs, mark, expect_n=seeds)
+            head_order = [x for t in cfg.tiers if t.name == "headline" for x in t.strategies] + strat_order
+            L += table(head, lambda r: r["strategy"], lambda r: r["lang"], metric, head_order, langs, mark, expect_n=seeds)
             L.append("")
     for tier in cfg.tiers:
         if tier.name == "headline":
@@ -231,7 +232,7 @@ def summary_markdown(cfg, rows: list[dict], tests: list[dict], notes: str = "") 
         "",
         "Every row names its hypothesis file (under this folder) and its reference (under the pack), e.g.",
         "",
-        f"    sacrebleu PACK/{rows[0]['reference']} -i {Path(cfg.results).as_posix()}/{rows[0]['hypotheses']} -m bleu chrf",
+        f"    sacrebleu PACK/{rows[0]['reference']} -i {Path(cfg.results).as_posix()}/{rows[0]['hypotheses']} -m bleu chrf -w 2",
         "",
     ]
     if notes:
@@ -293,7 +294,8 @@ def plot_headline(cfg, rows: list[dict], path: Path) -> bool:
     if not head:
         return False
     langs = _ordered({r["lang"] for r in head}, cfg.targets)
-    strategies = _ordered({r["strategy"] for r in head}, [s for t in cfg.tiers for s in t.strategies])
+    order = [s for t in cfg.tiers if t.name == "headline" for s in t.strategies] + [s for t in cfg.tiers for s in t.strategies]
+    strategies = _ordered({r["strategy"] for r in head}, order)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     width = 0.8 / len(strategies)
     for ax, (metric, label) in zip(axes, METRICS[:2]):
