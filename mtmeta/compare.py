@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from data_prep.cleaning import normalize
 from data_prep.corpus import ParallelText
-from data_prep.prepare import prepare, protected_files, read_protected
+from data_prep.prepare import load_summary, prepare, protected_files, read_protected
 from evaluation.scoring import tokenized_bleu
 from .adaptation import adapt
 from .config import CompareConfig, TrainConfig
@@ -251,7 +251,7 @@ class Comparison:
         """Hash of everything besides the cell's own key that decides its
         result: adaptation, evaluation, scratch model, prepared data."""
         cfg = self.cfg
-        summary = json.loads((Path(self.data) / "summary.json").read_text(encoding="utf-8"))
+        summary = load_summary(self.data)
         blob = json.dumps(
             [dataclasses.asdict(cfg.adapt), dataclasses.asdict(cfg.evaluate), dataclasses.asdict(cfg.scratch_model), cfg.full_size, summary["fingerprint"]],
             sort_keys=True,
