@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from sacrebleu.metrics import BLEU, CHRF
@@ -91,8 +92,13 @@ def score_files(hyp_path: str | Path, ref_path: str | Path) -> dict:
 
 
 def write_json(result: dict, path: str | Path) -> None:
+    """Write JSON atomically and durably: a crash leaves the old file or the
+    new one, never half of one (run records are read back to resume)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
     tmp.replace(path)

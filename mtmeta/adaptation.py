@@ -15,7 +15,6 @@ adapting and with the best adapted checkpoint (OUTPUT/forgetting.json).
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -27,6 +26,7 @@ from data_prep.corpus import ParallelText
 from data_prep.prepare import load_ulr_vectors, read_protected
 from data_prep.vectors import align_language
 from data_prep.vocab import train_vocab
+from evaluation.scoring import write_json
 from .checkpoint import Bundle, load_bundle, save_checkpoint
 from .config import AdaptConfig
 from .data import PairData
@@ -199,13 +199,6 @@ def build_regularizer(cfg: AdaptConfig, bundle: Bundle, anchor: dict, log=print)
     return reg
 
 
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
-    tmp.replace(path)
-
-
 def _forgetting_report(cfg: AdaptConfig, data: PairData, before: dict, best: Path, log=print) -> dict:
     after_bundle, state = load_bundle(best)
     n = min(len(data), cfg.bleu_sentences or len(data))
@@ -220,7 +213,7 @@ def _forgetting_report(cfg: AdaptConfig, data: PairData, before: dict, best: Pat
         "after_checkpoint": str(best),
         "after_step": int(state.get("train_state", {}).get("step", 0)),
     }
-    _write_json(Path(cfg.output) / "forgetting.json", report)
+    write_json(report, Path(cfg.output) / "forgetting.json")
     log(
         f"forgetting ({cfg.forgetting_lang}, {n} held-out sentences): BLEU {before.get('bleu', float('nan')):.2f} -> "
         f"{after.get('bleu', float('nan')):.2f}, chrF {before.get('chrf', float('nan')):.2f} -> {after.get('chrf', float('nan')):.2f}"

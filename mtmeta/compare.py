@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from data_prep.cleaning import normalize
 from data_prep.corpus import ParallelText
 from data_prep.prepare import load_summary, prepare, protected_files, read_protected
-from evaluation.scoring import tokenized_bleu
+from evaluation.scoring import tokenized_bleu, write_json
 from .adaptation import adapt
 from .config import CompareConfig, TrainConfig
 from .errors import ConfigError, DataError
@@ -223,7 +223,7 @@ class Comparison:
             info.pop("settings", None)
         else:
             out.mkdir(parents=True, exist_ok=True)
-            _write_json_atomic(started, {"settings": settings})
+            write_json({"settings": settings}, started)
             self.log(f"\n== pre-training {name} ({tc.strategy}{'/' + tc.meta.variant if tc.strategy == 'metanmt' else ''}, {tc.model.embedding})")
             t0 = time.time()
             result = train(tc, log=self.log, progress=self.progress)
@@ -239,11 +239,11 @@ class Comparison:
                 "wall_minutes": round((time.time() - t0) / 60, 2),
                 "budget": {"max_train_tokens": tc.max_train_tokens, "max_minutes": tc.max_minutes, "max_steps": tc.max_steps},
             }
-            _write_json_atomic(done, {**info, "settings": settings})
+            write_json({**info, "settings": settings}, done)
         if "checkpoint_sha256" not in info or "source_valid_nll" not in info:  # done.json of earlier runs
             info["checkpoint_sha256"] = _sha256(Path(info["checkpoint"]))
             info["source_valid_nll"] = _best_valid_nll(out / "train_log.jsonl")
-            _write_json_atomic(done, {**info, "settings": settings})
+            write_json({**info, "settings": settings}, done)
         self.pretrained[name] = info
         return info
 
@@ -285,26 +285,12 @@ class Comparison:
         pre = self.ensure_pretrained(cell.strategy) if cell.strategy != "scratch" else None
         t0 = time.time()  # the cell's own time: pre-training is reported with the strategy
         text, set_info = adapt_set(cfg, self.data, cell.lang, cell.size, cell.draw)
-        valid = read_protected(self.data, cell.lang, "adapt-valid")
         out = self.work / "cells" / cell.id
-        ad = dataclasses.replace(
-            cfg.adapt,
-            lang=cell.lang,
-            data=self.data,
-            checkpoint=pre["checkpoint"] if pre else "",
-            output=str(out),
-            tune=cell.tune,
-            seed=cell.seed,
-            zero_shot=cell.size == 0,
-            model=cfg.scratch_model,
+        adapted, result = adapt_and_translate(
+            cfg, cell.lang, pre["checkpoint"] if pre else "", text, out,
+            tune=cell.tune, seed=cell.seed, zero_shot=cell.size == 0,
         )
-        adapted = adapt(ad, log=lambda *_: None, progress=False, texts=(text, valid))
-        t_adapt = time.time() - t0
         ev = cfg.evaluate
-        result = evaluate_checkpoint(
-            adapted["best"], cell.lang, self.data, out / "eval", test=ev.test or None, beam=ev.beam,
-            batch_sentences=ev.batch_sentences, max_sentences=ev.max_sentences, progress=False,
-        )
         hyps_dir = self.results / "hyps"
         hyps_dir.mkdir(parents=True, exist_ok=True)
         hyp = hyps_dir / f"{cell.id}.hyp"
@@ -339,7 +325,7 @@ class Comparison:
             "hypotheses": hyp.relative_to(self.results).as_posix(),
             "reference": f"{cell.lang}-en/{ref_path.name}",
             "checkpoint": adapted["best"],
-            "adapt_seconds": round(t_adapt, 1),
+            "adapt_seconds": round(result["adapt_seconds"], 1),
             "translate_seconds": result["translate_seconds"],
             "wall_seconds": round(time.time() - t0, 1),
         }
@@ -448,16 +434,13 @@ def check_recipe(cfg: CompareConfig, steps: int, log=print) -> dict:
         first = first or result["best"]
     lang = cfg.targets[0]
     text, _ = adapt_set(cfg, cfg.prepare.output, lang, cfg.full_size, 0)
-    valid = read_protected(cfg.prepare.output, lang, "adapt-valid")
-    ad = dataclasses.replace(
-        cfg.adapt, lang=lang, data=cfg.prepare.output, checkpoint=first or "", output=str(work / f"adapt-{lang}"),
-        tune="all", max_steps=steps, max_minutes=0.0, validate_every=0, bleu_sentences=0, select_metric="loss", model=cfg.scratch_model,
+    out = work / f"adapt-{lang}"
+    shutil.rmtree(out, ignore_errors=True)
+    adapted, result = adapt_and_translate(
+        cfg, lang, first or "", text, out, tune="all", resume=False, max_sentences=8, log=log,
+        max_steps=steps, max_minutes=0.0, validate_every=0, bleu_sentences=0, select_metric="loss",
     )
-    shutil.rmtree(ad.output, ignore_errors=True)
-    adapted = adapt(ad, log=log, progress=False, resume=False, texts=(text, valid))
     ev = cfg.evaluate
-    result = evaluate_checkpoint(adapted["best"], lang, cfg.prepare.output, work / "eval", test=ev.test or None,
-                                 beam=ev.beam, batch_sentences=ev.batch_sentences, max_sentences=8, progress=False)
     report["adapt"] = {"lang": lang, "steps": adapted["step"], "tokens": adapted["tokens"]}
     report["translate"] = {"sentences": result["sentences"], "beam": ev.beam, "seconds": result["translate_seconds"]}
     (work / "report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
@@ -465,13 +448,31 @@ def check_recipe(cfg: CompareConfig, steps: int, log=print) -> dict:
     return report
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(json.dumps(data, indent=1))
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+def adapt_and_translate(
+    cfg: CompareConfig, lang: str, checkpoint: str, text: ParallelText, output: Path, *, tune: str,
+    seed: int = 1, zero_shot: bool = False, resume: bool = True, max_sentences: int | None = None,
+    log=None, **adapt_overrides,
+) -> tuple[dict, dict]:
+    """Adapt `checkpoint` (or the recipe's scratch model when empty) to `lang`
+    on `text`, select on the language's adapt-valid set, and translate its
+    test set with the recipe's evaluate settings. Every cell, and
+    --check-steps, goes through here. Returns (adapt result, translation
+    result with 'adapt_seconds' added)."""
+    t0 = time.time()
+    valid = read_protected(cfg.prepare.output, lang, "adapt-valid")
+    ad = dataclasses.replace(
+        cfg.adapt, lang=lang, data=cfg.prepare.output, checkpoint=checkpoint, output=str(output),
+        tune=tune, seed=seed, zero_shot=zero_shot, model=cfg.scratch_model, **adapt_overrides,
+    )
+    adapted = adapt(ad, log=log or (lambda *_: None), progress=False, resume=resume, texts=(text, valid))
+    t_adapt = time.time() - t0
+    ev = cfg.evaluate
+    result = evaluate_checkpoint(
+        adapted["best"], lang, cfg.prepare.output, output / "eval", test=ev.test or None, beam=ev.beam,
+        batch_sentences=ev.batch_sentences, max_sentences=ev.max_sentences if max_sentences is None else max_sentences,
+        progress=False,
+    )
+    return adapted, {**result, "adapt_seconds": t_adapt}
 
 
 def _best_valid_nll(log: Path) -> float | None:
