@@ -234,6 +234,10 @@ def summary_markdown(cfg, rows: list[dict], tests: list[dict], notes: str = "") 
         "",
         f"    sacrebleu PACK/{rows[0]['reference']} -i {Path(cfg.results).as_posix()}/{rows[0]['hypotheses']} -m bleu chrf -w 2",
         "",
+        "and every row at once (exit status 1 if any disagrees):",
+        "",
+        f"    python -m evaluation.rescore {Path(cfg.results).as_posix()} --pack PACK",
+        "",
     ]
     if notes:
         L += [notes.strip(), ""]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from mtmeta.cli import main
 from mtmeta.compare import adapt_set, expand, load_rows, resolve_best
 from mtmeta.errors import ConfigError, DataError
 from evaluation.compare_report import fmt
+from evaluation.rescore import main as rescore_main, rescore
 
 from conftest import ADAPT_VOCAB, MAX_TOKENS, SRC_VOCAB, TGT_VOCAB
 
@@ -105,6 +107,17 @@ def test_compare_miniature_grid(capsys, minipack: Path, tmp_path: Path) -> None:
         refs = (minipack / r["reference"]).read_text(encoding="utf-8").split("\n")[:20]
         assert round(BLEU().corpus_score(hyps, [refs]).score, 2) == r["bleu"]
         assert round(CHRF().corpus_score(hyps, [refs]).score, 2) == r["chrf"]
+    # evaluation.rescore agrees, and catches a hypothesis file changed after the run.
+    assert rescore_main([str(results), "--pack", str(minipack)]) == 0
+    assert "12/12 rows re-score exactly" in capsys.readouterr().out
+    tampered = tmp_path / "tampered"
+    shutil.copytree(results, tampered)
+    hyp = tampered / rows[0]["hypotheses"]
+    hyp.write_text("".join(f"{line} extra words\n" for line in hyp.read_text(encoding="utf-8").split("\n")[:-1]), encoding="utf-8")
+    n, mismatches, _ = rescore(tampered, minipack)
+    assert n == 12 and {m["id"] for m in mismatches} == {rows[0]["id"]}
+    assert rescore_main([str(tampered), "--pack", str(minipack)]) == 1
+    assert f"MISMATCH {rows[0]['id']}" in capsys.readouterr().out
     tiers = {r["id"]: r["tiers"] for r in rows}
     cfg = C.load_compare_yaml(path)
     best = resolve_best(cfg, rows, "multitask")
