@@ -245,9 +245,10 @@ def summary_markdown(cfg, rows: list[dict], tests: list[dict], notes: str = "") 
 
 
 def plot_learning_curves(cfg, rows: list[dict], path: Path) -> bool:
+    # before the import, which itself logs: fairseq leaves the root logger at DEBUG
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
     import matplotlib
 
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq leaves the root logger at DEBUG
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
