@@ -342,12 +342,19 @@ def _raw_english_overlap(texts: list[ParallelText]) -> dict:
     }
 
 
+def protected_names(folder: str | Path, lang: str, role: str) -> list[str]:
+    """Names of a language's protected sets of one role in a prepared folder
+    (sorted; empty when it has none)."""
+    base = Path(folder) / "text" / f"{lang}-{TARGET_LANG}" / role
+    return sorted(p.stem for p in base.glob(f"*.{lang}")) if base.is_dir() else []
+
+
 def protected_files(folder: str | Path, lang: str, role: str, name: str | None = None) -> tuple[Path, Path, str]:
     """Source and reference paths of a protected set in a prepared folder."""
     base = Path(folder) / "text" / f"{lang}-{TARGET_LANG}" / role
     if not base.is_dir():
         raise DataError(f"{base}: no {role} set for {lang!r} in the prepared folder")
-    names = sorted(p.stem for p in base.glob(f"*.{lang}"))
+    names = protected_names(folder, lang, role)
     if name is None:
         if not names:
             raise DataError(f"{base}: no {role} set for {lang!r}")
@@ -365,4 +372,4 @@ def read_protected(folder, lang, role, name=None) -> ParallelText:
     return ParallelText(lang, role, name, s, r, str(src))
 
 
-__all__ = ["prepare", "load_summary", "load_ulr_vectors", "protected_files", "read_protected", "normalize"]
+__all__ = ["prepare", "load_summary", "load_ulr_vectors", "protected_files", "protected_names", "read_protected", "normalize"]

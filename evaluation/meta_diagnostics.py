@@ -21,7 +21,7 @@ import torch
 
 from mtmeta.checkpoint import load_bundle
 from mtmeta.data import PairData
-from mtmeta.strategies.meta import batch_loss, parameter_split
+from mtmeta.strategies.meta import batch_loss, inner_optimizer, parameter_split
 from mtmeta.tasks import Task
 
 
@@ -38,7 +38,7 @@ def inner_step_effect(model, names, support, query, optimizer: str, lr: float, l
     with torch.no_grad():
         q_before = batch_loss(model, query, ls).item()
     inner = [params[n] for n in names]
-    opt = torch.optim.Adam(inner, lr=lr, betas=(0.9, 0.98)) if optimizer == "adam" else torch.optim.SGD(inner, lr=lr)
+    opt = inner_optimizer(inner, optimizer, lr)
     model.zero_grad(set_to_none=True)
     batch_loss(model, support, ls).backward()
     opt.step()

@@ -23,9 +23,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from data_prep.cleaning import normalize
+from data_prep.cleaning import match_key, normalize, protected_keys
 from data_prep.corpus import ParallelText
-from data_prep.prepare import load_summary, prepare, protected_files, read_protected
+from data_prep.prepare import load_summary, prepare, protected_files, protected_names, read_protected
 from evaluation.scoring import tokenized_bleu, write_json
 from .adaptation import adapt
 from .config import CompareConfig, TrainConfig
@@ -153,15 +153,12 @@ def adapt_set(cfg: CompareConfig, data: str, lang: str, size: int, draw: int) ->
             idx = sorted(random.Random(f"{lang}:{size}:{draw}").sample(range(len(full)), size))
         text = dataclasses.replace(full, src=[full.src[i] for i in idx], tgt=[full.tgt[i] for i in idx], name=f"{full.name}[{size}#{draw}]")
         return text, {"adapt_set": full.name, "adapt_lines": idx if 0 < size < len(full) else "all"}
-    protected = set()  # every test and validation set of the language, both sides
-    for role in ("test", "adapt-valid"):
-        folder = Path(data) / "text" / f"{lang}-en" / role
-        for name in sorted(p.stem for p in folder.glob(f"*.{lang}")):
-            t = read_protected(data, lang, role, name)
-            protected.update(normalize(x) for x in t.src + t.tgt)
+    # every test and validation set of the language: the same keys `prepare` decontaminates with
+    src_keys, en_keys = protected_keys(
+        [read_protected(data, lang, role, name) for role in ("test", "adapt-valid") for name in protected_names(data, lang, role)]
+    )
     src, tgt = list(full.src), list(full.tgt)
-    base = Path(data) / "text" / f"{lang}-en" / "adapt-extra"
-    names = sorted(p.stem for p in base.glob(f"*.{lang}")) if base.is_dir() else []
+    names = protected_names(data, lang, "adapt-extra")
     used, dropped = [], 0
     for name in names:
         if len(src) == size:
@@ -171,7 +168,7 @@ def adapt_set(cfg: CompareConfig, data: str, lang: str, size: int, draw: int) ->
         for s, t in zip(extra.src, extra.tgt):
             if len(src) == size:
                 break
-            if normalize(t) in protected or normalize(s) in protected:
+            if match_key(normalize(t)) in en_keys or match_key(normalize(s)) in src_keys:
                 dropped += 1
                 continue
             src.append(s)
@@ -349,11 +346,10 @@ class Comparison:
     def run(self, dry_run: bool = False) -> list[dict]:
         cfg = self.cfg
         rows = load_rows(self.rows_path)
-        order, _ = self.plan(rows)
+        order, tiers_of = self.plan(rows)
         done = {r["id"] for r in rows}
         self.log(f"{cfg.name}: {len(order)} cells planned, {sum(c.id in done for c in order)} finished in {self.rows_path}")
         if dry_run:
-            _, tiers_of = self.plan(rows)
             for cell in order:
                 state = "done" if cell.id in done else "todo" if cell.tune != "best" else "todo (option picked after the option runs)"
                 self.log(f"  {state}  {cell.id}  [{', '.join(tiers_of[cell.id])}]")

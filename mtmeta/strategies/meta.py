@@ -56,6 +56,15 @@ def batch_loss(model, batch, label_smoothing, params=None) -> torch.Tensor:
     return loss / batch["ntokens"]
 
 
+def inner_optimizer(params, kind: str, lr: float) -> torch.optim.Optimizer:
+    """The simulated-learning step's optimizer: a fresh Adam per task, as in
+    the paper, or plain SGD. Shared with evaluation/meta_diagnostics.py so
+    the diagnostic measures exactly the step training takes."""
+    if kind == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.98))
+    return torch.optim.SGD(params, lr=lr)
+
+
 class _Functional:
     """Calls `model` with substituted parameters (torch.func)."""
 
@@ -115,16 +124,11 @@ class MetaStrategy(Strategy):
             self.inner_lrs[k].grad = g
         return {"loss": sum(losses) / len(losses), "ntokens": ntokens}
 
-    def _inner_optimizer(self, params):
-        if self.cfg.inner_optimizer == "adam":  # fresh Adam per task, as in the paper
-            return torch.optim.Adam(params, lr=self.cfg.inner_lr, betas=(0.9, 0.98))
-        return torch.optim.SGD(params, lr=self.cfg.inner_lr)
-
     def _simulate(self, model, params, support, ls) -> dict[str, torch.Tensor]:
         """k in-place inner steps on `support`; returns the saved theta."""
         inner = [params[n] for n in self.inner_names]
         saved = {n: params[n].detach().clone() for n in self.inner_names}  # only these move
-        opt = self._inner_optimizer(inner)
+        opt = inner_optimizer(inner, self.cfg.inner_optimizer, self.cfg.inner_lr)
         for _ in range(self.cfg.inner_steps):
             model.zero_grad(set_to_none=True)
             batch_loss(model, support, ls).backward()
