@@ -8,8 +8,11 @@ Output folder layout:
     data/<xx>-en/{train,valid}.npz   binarised training pairs per language
     text/<xx>-en/<role>/<name>.{xx,en}  protected sets (adapt, valid, test): source normalised, reference verbatim
 
-The folder is written under a temporary name and renamed when complete, so
-an interrupted run never leaves a folder that looks finished.
+The folder is written under a temporary name (`<output>.partial`, marked by
+PARTIAL_MARKER) and swapped in by renames when complete, so an interrupted run
+never leaves a folder that looks finished. prepare only ever deletes folders
+that carry this project's own marker (a prepared folder's summary.json, or the
+partial marker): pointing --output at anything else is refused, not emptied.
 """
 from __future__ import annotations
 
@@ -40,6 +43,7 @@ from .corpus import TARGET_LANG, TRAIN_ROLES, ParallelText
 from .vocab import train_vocab
 
 SUMMARY = "summary.json"
+PARTIAL_MARKER = ".mtmeta-prepare-partial"
 FORMAT_VERSION = 5
 
 
@@ -88,15 +92,76 @@ def load_summary(folder: str | Path) -> dict:
     if not path.is_file():
         raise DataError(f"{folder}: not a prepared folder (no {SUMMARY}); run `mtmeta prepare` first")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: corrupt summary ({e}); re-run `mtmeta prepare`") from None
+    if not isinstance(summary, dict) or "fingerprint" not in summary or "train_langs" not in summary:
+        raise DataError(f"{path}: not an mtmeta prepare summary; re-run `mtmeta prepare` into an empty folder")
+    missing = _missing_parts(Path(folder), summary)
+    if missing:
+        raise DataError(f"{folder}: incomplete prepared folder (missing {missing[0]}); re-run `mtmeta prepare`")
+    return summary
+
+
+def _missing_parts(folder: Path, summary: dict) -> list[str]:
+    """What a complete prepared folder must hold but this one lacks."""
+    need = [folder / "vocab" / "en.model"]
+    for lang in summary.get("train_langs", []):
+        need += [folder / "data" / f"{lang}-en" / f"{split}.npz" for split in ("train", "valid")]
+    return [str(p.relative_to(folder)) for p in need if not p.is_file()]
+
+
+def _is_ours(folder: Path) -> bool:
+    """Whether `folder` was made by `mtmeta prepare` (complete or partial),
+    judged by its marker: only such folders may be deleted or replaced."""
+    if (folder / PARTIAL_MARKER).is_file():
+        return True
+    try:
+        summary = json.loads((folder / SUMMARY).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(summary, dict) and "fingerprint" in summary and "format" in summary
+
+
+def _check_replaceable(folder: Path, what: str) -> None:
+    """Refuse (one line) to touch a folder that is not ours, unless it is empty or absent."""
+    if not folder.exists() and not folder.is_symlink():
+        return
+    if folder.is_symlink() or not folder.is_dir():
+        raise DataError(f"{folder}: {what} exists and is not a folder; choose another --output")
+    if any(folder.iterdir()) and not _is_ours(folder):
+        raise DataError(
+            f"{folder}: {what} is not empty and was not made by `mtmeta prepare` (no {SUMMARY} marker); "
+            "refusing to replace it: choose a new or empty --output folder"
+        )
+
+
+def _check_output(out: Path, specs: list[SourceSpec]) -> None:
+    """The output may not hold the inputs, the working directory or itself be a system root."""
+    if out == out.parent or out == Path.home().resolve():
+        raise DataError(f"{out}: refusing to write a prepared folder over this folder; choose a new --output folder")
+    cwd = Path.cwd().resolve()
+    if cwd == out or out in cwd.parents:
+        raise DataError(f"{out}: the output folder contains the current directory; choose a new --output folder")
+    for spec in specs:
+        if spec.type in ("pack", "files") and spec.path:
+            for p in (spec.path, spec.tgt_path):
+                if not p:
+                    continue
+                src = Path(p).resolve()
+                if src == out or out in src.parents:
+                    raise DataError(f"{out}: the output folder contains the input {p}; choose another --output folder")
 
 
 def prepare(cfg: PrepareConfig, log=print) -> dict:
     cfg.validate()
     started = time.time()
-    out = Path(cfg.output)
+    out = Path(cfg.output).resolve()
+    tmp, old = out.with_name(out.name + ".partial"), out.with_name(out.name + ".old")
+    # Every check before any work: a refused output costs nothing and deletes nothing.
+    _check_output(out, cfg.sources)
+    for folder, what in ((out, "the output folder"), (tmp, "the partial folder"), (old, "the previous-output folder")):
+        _check_replaceable(folder, what)
     log(f"loading {len(cfg.sources)} source(s)")
     texts = load_sources(cfg.sources)
     if not texts:
@@ -104,12 +169,12 @@ def prepare(cfg: PrepareConfig, log=print) -> dict:
     fp = fingerprint(cfg, texts)
     if (out / SUMMARY).is_file():
         try:
-            old = load_summary(out)
+            previous = load_summary(out)  # only a complete folder is reused
         except DataError:
-            old = {}
-        if old.get("fingerprint") == fp:
+            previous = {}
+        if previous.get("fingerprint") == fp:
             log(f"{out}: already prepared from the same inputs and settings; reusing it")
-            return old
+            return previous
 
     train_langs = cfg.train_langs or sorted({t.lang for t in texts if t.role in TRAIN_ROLES})
     target_langs = cfg.target_langs or sorted({t.lang for t in texts if t.role == "adapt"})
@@ -133,10 +198,10 @@ def prepare(cfg: PrepareConfig, log=print) -> dict:
         f"in any protected set (adapt-extra too): {raw_overlap['meta_train_en_lines_in_any_protected_set']}"
     )
 
-    tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
-        shutil.rmtree(tmp)
+        shutil.rmtree(tmp)  # ours: _check_replaceable said so
     tmp.mkdir(parents=True)
+    (tmp / PARTIAL_MARKER).write_text("written by mtmeta prepare; incomplete until renamed\n", encoding="utf-8")
 
     rules = CleaningRules(cfg.max_len_tokens, cfg.max_len_ratio, cfg.ratio_min_chars)
     rng = random.Random(cfg.seed)
@@ -254,15 +319,27 @@ def prepare(cfg: PrepareConfig, log=print) -> dict:
         "seconds": round(time.time() - started, 1),
     }
     (tmp / SUMMARY).write_text(json.dumps(summary, indent=1, ensure_ascii=False), encoding="utf-8")
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    (tmp / PARTIAL_MARKER).unlink()
+    _swap_in(tmp, out, old)
     log(
         f"prepared {len(train_langs)} training language(s), {totals['train']} training pairs; removed "
         f"{totals['contaminated_en'] + totals['contaminated_src']} contaminated and {totals['duplicate']} duplicate pairs "
         f"-> {out}"
     )
     return summary
+
+
+def _swap_in(new: Path, out: Path, old: Path) -> None:
+    """Replace `out` by `new` with renames only: a kill at any moment leaves
+    either the previous complete folder, or none (and the next run rebuilds),
+    never a half-deleted one that a later run could reuse."""
+    if old.exists():
+        shutil.rmtree(old)  # ours: checked before any work
+    if out.exists():
+        out.rename(old)
+    new.rename(out)
+    if old.exists():
+        shutil.rmtree(old)
 
 
 def build_ulr_vectors(cfg: PrepareConfig, out: Path, en_vocab, src_vocabs: dict, train_ids: dict, log) -> dict:

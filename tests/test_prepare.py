@@ -12,6 +12,7 @@ import data_prep.prepare as prep_mod
 from data_prep.cleaning import normalize
 from data_prep.prepare import load_summary, prepare, read_protected
 from data_prep.vocab import Vocab
+from mtmeta import config as C
 from mtmeta.data import PairData
 from mtmeta.errors import DataError
 
@@ -220,3 +221,97 @@ def test_interrupted_rebuild_keeps_previous_folder(tmp_path: Path, monkeypatch) 
         prepare(prepare_config(out, seed=2), log=quiet)
     assert load_summary(out)["fingerprint"] == first["fingerprint"]
     assert (out / "data" / "de-en" / "train.npz").is_file()
+
+
+# ---------------------------------------------------------------- never destroy a user's folder
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_output_folder_of_user_files_is_refused_untouched(tmp_path: Path) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("my thesis\n")
+    with pytest.raises(DataError, match="not made by `mtmeta prepare`"):
+        prepare(prepare_config(out), log=quiet)
+    assert (out / "notes.txt").read_text() == "my thesis\n"
+
+
+def test_output_holding_the_input_pack_is_refused(tmp_path: Path, minipack: Path) -> None:
+    import shutil
+
+    d = tmp_path / "d"
+    shutil.copytree(minipack, d / "corpus")
+    (d / "notes.txt").write_text("keep\n")
+    before = _tree(d)
+    cfg = prepare_config(d)
+    cfg.sources = [C.SourceSpec(type="pack", path=str(d / "corpus"))]
+    with pytest.raises(DataError, match="contains the input"):
+        prepare(cfg, log=quiet)
+    assert _tree(d) == before
+
+
+def test_output_above_the_working_directory_is_refused(tmp_path: Path, monkeypatch) -> None:
+    work = tmp_path / "parent" / "project"
+    work.mkdir(parents=True)
+    (tmp_path / "parent" / "other.txt").write_text("x")
+    monkeypatch.chdir(work)
+    with pytest.raises(DataError, match="contains the current directory"):
+        prepare(prepare_config(Path("..")), log=quiet)
+    assert (tmp_path / "parent" / "other.txt").read_text() == "x" and work.is_dir()
+
+
+def test_foreign_partial_folder_is_refused(tmp_path: Path) -> None:
+    partial = tmp_path / "p.partial"
+    partial.mkdir()
+    (partial / "data.csv").write_text("1,2\n")
+    with pytest.raises(DataError, match="partial folder"):
+        prepare(prepare_config(tmp_path / "p"), log=quiet)
+    assert (partial / "data.csv").read_text() == "1,2\n"
+
+
+def test_empty_output_folder_is_used(tmp_path: Path) -> None:
+    out = tmp_path / "empty"
+    out.mkdir()
+    prepare(prepare_config(out), log=quiet)
+    assert load_summary(out)["train_langs"]
+
+
+def test_incomplete_prepared_folder_is_never_reused(tmp_path: Path) -> None:
+    """What a kill mid-delete left behind with the old code: a summary without data."""
+    import shutil
+
+    out = tmp_path / "p"
+    first = prepare(prepare_config(out), log=quiet)
+    shutil.rmtree(out / "data")
+    with pytest.raises(DataError, match="incomplete prepared folder"):
+        load_summary(out)
+    messages: list[str] = []
+    again = prepare(prepare_config(out), log=messages.append)
+    assert not any("reusing" in m for m in messages)
+    assert again["fingerprint"] == first["fingerprint"]
+    assert (out / "data" / "de-en" / "train.npz").is_file()
+
+
+def test_kill_between_the_swap_renames_recovers(tmp_path: Path, monkeypatch) -> None:
+    """Killed after the old output was moved aside but before the new one was
+    renamed in: no folder looks prepared, and the next run rebuilds cleanly."""
+    out = tmp_path / "p"
+    prepare(prepare_config(out), log=quiet)
+    real_rename = Path.rename
+
+    def killed_on_second_rename(self, target):
+        if str(self).endswith(".partial"):
+            raise KeyboardInterrupt
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", killed_on_second_rename)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(prepare_config(out, seed=2), log=quiet)
+    monkeypatch.undo()
+    assert not out.exists() and (tmp_path / "p.old").is_dir() and (tmp_path / "p.partial").is_dir()
+    s = prepare(prepare_config(out, seed=2), log=quiet)
+    assert load_summary(out)["fingerprint"] == s["fingerprint"]
+    assert not (tmp_path / "p.old").exists() and not (tmp_path / "p.partial").exists()
