@@ -166,16 +166,44 @@ def cmd_adapt(args) -> int:
     return 0
 
 
-def cmd_translate(args) -> int:
-    from data_prep.sources import read_lines
+def _translator(args, lang: str):
+    """The engine `translate` asked for, as a function of the input lines;
+    an unusable model or setting fails here, before any input is read."""
+    engine = getattr(args, "engine", "native")
+    if engine == "ctranslate2":
+        from .export import open_export
+
+        path = args.model or args.checkpoint
+        if not path:
+            raise ConfigError("--engine ctranslate2 needs --model DIR (a folder written by `mtmeta export`)")
+        model = open_export(path, compute_type=args.compute_type or "auto")
+        model.src_vocab(lang)  # unknown language: fail before reading input
+        return lambda lines, progress: model.translate(lang, lines, beam=args.beam, batch_sentences=args.batch_size, progress=progress)
+    if args.model:
+        raise ConfigError("--model is the exported folder for --engine ctranslate2; the native engine reads --checkpoint FILE")
+    if args.compute_type:
+        raise ConfigError("--compute-type applies to --engine ctranslate2 only")
+    if not args.checkpoint:
+        raise ConfigError("translate needs --checkpoint FILE (or --engine ctranslate2 --model DIR)")
+    import torch
+
     from .checkpoint import load_bundle
     from .decoding import translate
+    from .hardware import setup
 
-    C.check_lang(args.lang, "--lang")
     bundle, _ = load_bundle(args.checkpoint)
-    bundle.src_vocab(args.lang)  # unknown language: fail before reading input
+    bundle.src_vocab(lang)  # unknown language: fail before reading input
     if not args.no_fold:
         bundle.model.fold_embeddings()
+    hw = setup("auto", "fp32", torch.get_num_threads())  # a GPU when there is one; torch's thread count as it is
+    return lambda lines, progress: translate(bundle, lang, lines, beam=args.beam, batch_sentences=args.batch_size, progress=progress, hw=hw)
+
+
+def cmd_translate(args) -> int:
+    from data_prep.sources import read_lines
+
+    C.check_lang(args.lang, "--lang")
+    run = _translator(args, args.lang)
     if args.input and args.input != "-":
         lines = read_lines(args.input)
         where = args.input
@@ -187,7 +215,7 @@ def cmd_translate(args) -> int:
         where = "stdin"
     if not lines:
         raise DataError(f"{where}: no input sentences")
-    hyps = translate(bundle, args.lang, lines, beam=args.beam, batch_sentences=args.batch_size, progress=not _quiet(args) and len(lines) > args.batch_size)
+    hyps = run(lines, not _quiet(args))
     text = "\n".join(hyps) + "\n"
     if args.output:
         out = Path(args.output)
@@ -196,6 +224,14 @@ def cmd_translate(args) -> int:
         tmp.replace(out)
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export_ctranslate2
+
+    result = export_ctranslate2(args.checkpoint, args.output, quantization=args.quantization, force=args.force, log=_log(args))
+    print(json.dumps(result, indent=1, ensure_ascii=False))
     return 0
 
 
@@ -211,11 +247,22 @@ def cmd_evaluate(args) -> int:
     else:
         from .evaluate import evaluate_checkpoint
 
-        if not (args.checkpoint and args.lang):
-            raise ConfigError("evaluate needs --checkpoint and --lang (or --hyp and --ref)")
+        engine = args.engine
+        if engine == "native" and (args.model or args.compute_type):
+            raise ConfigError(f"{'--model' if args.model else '--compute-type'} applies to --engine ctranslate2 only (the native engine reads --checkpoint FILE)")
+        model = (args.model or args.checkpoint) if engine == "ctranslate2" else args.checkpoint
+        if not (model and args.lang):
+            raise ConfigError("evaluate needs --checkpoint FILE (or --engine ctranslate2 --model DIR) and --lang, or --hyp and --ref")
         C.check_lang(args.lang, "--lang")
+        hw = None
+        if engine == "native":
+            import torch
+
+            from .hardware import setup
+
+            hw = setup("auto", "fp32", torch.get_num_threads())
         result = evaluate_checkpoint(
-            args.checkpoint,
+            model,
             args.lang,
             args.data,
             args.output_dir,
@@ -224,6 +271,9 @@ def cmd_evaluate(args) -> int:
             batch_sentences=args.batch_size,
             max_sentences=args.max_sentences or 0,
             progress=not _quiet(args),
+            engine=engine,
+            compute_type=args.compute_type or "auto",
+            hw=hw,
         )
     print(json.dumps(result, indent=1, ensure_ascii=False))
     return 0
@@ -261,6 +311,14 @@ def cmd_recipe(args) -> int:
 
 
 # --- parser --------------------------------------------------------------------
+
+
+def _engine_arguments(s) -> None:
+    s.add_argument("--engine", choices=["native", "ctranslate2"], default="native",
+                   help="native: fairseq beam search on --checkpoint; ctranslate2: CTranslate2 on --model (see `mtmeta export`)")
+    s.add_argument("--model", help="with --engine ctranslate2: the folder written by `mtmeta export`")
+    s.add_argument("--compute-type", choices=["auto", "int8", "int16", "float32", "bfloat16"],
+                   help="with --engine ctranslate2: CTranslate2 compute type (default auto); refused where the hardware lacks it")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -338,13 +396,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_adapt)
 
     s = sub.add_parser("translate", help="translate stdin or a file into English")
-    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--checkpoint", help="mtmeta checkpoint (native engine)")
     s.add_argument("--lang", required=True)
     s.add_argument("--input", help="file (default: stdin)")
     s.add_argument("--output", help="file (default: stdout)")
     s.add_argument("--beam", type=int, default=4)
     s.add_argument("--batch-size", type=int, default=64, help="sentences per batch")
     s.add_argument("--no-fold", action="store_true", help="keep ULR live instead of folding it into tables (slower; for checks)")
+    _engine_arguments(s)
     s.set_defaults(func=cmd_translate)
 
     s = sub.add_parser("evaluate", help="score a checkpoint on a test set, or hypothesis/reference files")
@@ -359,7 +418,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--hyp")
     s.add_argument("--ref")
     s.add_argument("--output", help="with --hyp/--ref: JSON file to write")
+    _engine_arguments(s)
     s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("export", help="write a checkpoint as a CTranslate2 model folder (fast decoding: --engine ctranslate2)")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--format", choices=["ctranslate2"], default="ctranslate2")
+    s.add_argument("--output", required=True, help="folder to write (refuses a non-empty folder that is not an earlier export)")
+    s.add_argument("--quantization", choices=["int8", "int16", "float32", "bfloat16"], default="float32",
+                   help="weights as stored; --compute-type can still pick another type at translation time")
+    s.add_argument("--force", action="store_true", help="replace an earlier export in --output")
+    s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("recipe", help="run an experiment recipe")
     rs = s.add_subparsers(dest="action", required=True)
