@@ -51,21 +51,27 @@ def max_output_len(src_pieces: int, max_positions: int, max_len_a: float = MAX_L
     return max(1, min(int(max_len_a * src_pieces + max_len_b), max_positions - 2))
 
 
-def cut_inputs(ids: list[list[int]], max_positions: int, what: str = "translate") -> list[list[int]]:
+_warned: set[str] = set()  # progress="long" (validation): warn once per process and language
+
+
+def cut_inputs(ids: list[list[int]], max_positions: int, what: str = "translate", progress: bool | str = True) -> list[list[int]]:
     """Source ids cut to what the encoder reads, with one warning on stderr
-    when anything was cut (a 5,000-word line is not silently read as 127 pieces)."""
+    when anything was cut (a 5,000-word line is not silently read as 127
+    pieces). The warning follows `progress`: none when False (--quiet),
+    once per process for each `what` when "long" (validation)."""
     limit = max_source_pieces(max_positions)
     out = [list(s) for s in ids]
     long = [len(s) for s in out if len(s) > limit]
-    if long:
+    warn = progress is True or (progress == "long" and what not in _warned)
+    if long and warn:
+        _warned.add(what)
         print(
             f"mtmeta: warning: {what}: {len(long)} of {len(out)} input sentences are longer than the model reads "
             f"({max(long)} source pieces at most; limit {limit}, max_positions {max_positions}) and were cut to {limit} pieces",
             file=sys.stderr,
             flush=True,
         )
-        out = [s[:limit] for s in out]
-    return out
+    return [s[:limit] for s in out] if long else out
 
 
 def length_batches(ids: list[list[int]], batch_sentences: int) -> list[list[int]]:
@@ -243,7 +249,7 @@ def generate_ids(
     autocast = hw.autocast() if hw is not None else _null()
     was_training = model.training
     model.eval()
-    ids = cut_inputs(ids, max_positions)
+    ids = cut_inputs(ids, max_positions, f"translate {lang}", progress)
     generator = SequenceGenerator(
         [model],
         model.decoder.dictionary,

@@ -278,7 +278,7 @@ class ExportedModel:
                      max_len_a: float = MAX_LEN_A, max_len_b: int = MAX_LEN_B, progress: bool | str = False) -> list[list[int]]:
         self.src_vocab(lang)
         offset = int(self.meta["languages"][lang]["offset"])
-        ids = cut_inputs(ids, self.max_positions)
+        ids = cut_inputs(ids, self.max_positions, f"translate {lang}", progress)
         out: list[list[int]] = [[] for _ in ids]
         unk = self._tgt_index["<unk>"]
         with Progress(len(ids), f"translate {lang}", progress) as bar:

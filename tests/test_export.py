@@ -239,11 +239,16 @@ def test_length_bound_holds_for_a_degenerate_model(degenerate_checkpoint: Path, 
 
     # A 5,000-word line is cut to what the encoder reads, with one warning; its output stays under the hard cap.
     capsys.readouterr()
-    long_line = " ".join(["Haus"] * 5000)
-    out = generate_ids(bundle, "de", vocab.encode_batch([long_line, "Hallo."]), beam=1)
+    long_ids = vocab.encode_batch([" ".join(["Haus"] * 5000), "Hallo."])
+    out = generate_ids(bundle, "de", long_ids, beam=1, progress=True)
     err = capsys.readouterr().err
     assert err.count("mtmeta: warning:") == 1 and "1 of 2" in err and f"cut to {max_positions - 1}" in err
     assert len(out[0]) == max_positions - 2 and len(out[1]) == bounds[0]
+    assert model.generate_ids("de", long_ids, beam=1, progress=True) == out
+    assert capsys.readouterr().err.count("mtmeta: warning:") == 1
+    # Quiet (--quiet, progress False): no warning.
+    generate_ids(bundle, "de", long_ids, beam=1, progress=False)
+    assert capsys.readouterr().err == ""
 
 
 def test_batches_are_sorted_by_length() -> None:
