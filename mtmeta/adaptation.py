@@ -24,6 +24,7 @@ from data_prep import sources
 from data_prep.cleaning import normalize, normalize_protected
 from data_prep.corpus import ParallelText
 from data_prep.prepare import load_ulr_vectors, read_protected
+from data_prep.dictionaries import adapt_dictionary
 from data_prep.vectors import align_language
 from data_prep.vocab import train_vocab
 from evaluation.scoring import write_json
@@ -32,6 +33,7 @@ from .config import AdaptConfig
 from .data import PairData
 from .engine import Engine, EngineSettings
 from .errors import ConfigError
+from . import hardware
 from .model import build_model
 from .model.ulr import UniversalLexicalEmbedding
 from .regularizers import EWC, L2Prior, anchor_parameters, estimate_fisher, parameter_distance, tuned_names
@@ -89,6 +91,8 @@ def add_language(bundle: Bundle, cfg: AdaptConfig, train: ParallelText, log=prin
             mono_ids=vocab.encode_batch(mono) if mono else None,
             vec_file=cfg.vector_file,
             min_count=2,
+            dictionary=adapt_dictionary(cfg.dictionary, cfg.data, lang),
+            en_vocab=bundle.tgt_vocab,
         )
         queries = torch.from_numpy(al.vectors)
         info["alignment"] = al.report
@@ -174,6 +178,7 @@ def fisher_source_batches(cfg: AdaptConfig, bundle: Bundle, log=print):
             tasks.append(Task(lang, PairData.load(data_dir / f"{lang}-en" / "train.npz"), bundle.src_offset(lang), cfg.max_tokens, max_len, cfg.seed))
         except ValueError:  # empty, or nothing fits max_tokens
             continue
+        tasks[-1].device = hardware.model_device(bundle.model)
     if not tasks:
         raise ConfigError(f"regularizer ewc: no source-language training batch fits max_tokens={cfg.max_tokens}")
     return langs, [tasks[i % len(tasks)].next_batch() for i in range(cfg.fisher_batches)]
@@ -231,6 +236,8 @@ def adapt(
     """`texts`: (adapt, validation) sets given directly, e.g. a subset drawn
     by `mtmeta compare`; otherwise they come from `cfg`."""
     cfg.validate()
+    hw = hardware.setup(cfg.device, cfg.precision, cfg.threads)  # impossible settings fail before any work
+    log(f"adapt: {hw.describe()}")
     torch.manual_seed(cfg.seed)  # the new language's table starts the same on every run
     if cfg.regularizer == "ewc" and cfg.fisher_batches < 1:
         raise ConfigError("regularizer ewc needs fisher_batches >= 1")
@@ -250,6 +257,9 @@ def adapt(
     # theta*: the pre-trained parameters, before the new language adds any
     anchor = anchor_parameters(bundle.model) if cfg.regularizer != "none" and not cfg.zero_shot else None
     added = add_language(bundle, cfg, train_text, log)
+    bundle.model.to(hw.device)
+    if anchor is not None:
+        anchor = {n: a.to(hw.device) for n, a in anchor.items()}
     before = None
     if forget_data is not None:
         n = min(len(forget_data), cfg.bleu_sentences or len(forget_data))
@@ -287,6 +297,7 @@ def adapt(
         run_config={"kind": "adapt", **dataclasses.asdict(cfg)},
         log=log,
         progress=progress,
+        hardware=hw,
     )
     result = engine.run(resume=resume)
     log(f"adapted {result['step']} steps in {result['minutes']:.1f} min; best {cfg.select_metric} {result['best_score']:.2f} -> {engine.best_path}")

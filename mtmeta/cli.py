@@ -34,6 +34,16 @@ def _override(cfg, **values):
     return dataclasses.replace(cfg, **changes)
 
 
+def _add_compute_flags(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--device", choices=list(C.DEVICES), help="auto: CUDA when a GPU is visible, else CPU (default: the config's, auto)")
+    s.add_argument("--precision", choices=list(C.PRECISIONS), help="auto: bf16 autocast where the hardware runs it natively, else fp32")
+    s.add_argument("--threads", type=int, help="CPU threads (0: every core; 1 when another job shares a 2-core machine)")
+
+
+def _compute(args) -> dict:
+    return {k: getattr(args, k, None) for k in ("device", "precision", "threads")}
+
+
 def _quiet(args) -> bool:
     return bool(getattr(args, "quiet", False))
 
@@ -72,6 +82,9 @@ def cmd_prepare(args) -> int:
     for spec in args.mono or []:
         lang, _, path = spec.partition("=")
         cfg.mono_files.setdefault(lang, []).append(path)
+    for spec in args.dictionary or []:
+        lang, _, path = spec.partition("=")
+        cfg.dictionaries[lang] = path
     summary = prepare(cfg, log=_log(args))
     print(json.dumps({k: summary[k] for k in ("train_langs", "target_langs", "totals", "contamination")}, indent=1))
     return 0
@@ -115,6 +128,7 @@ def cmd_train(args) -> int:
         seed=args.seed,
         validate_every=args.validate_every,
         save_every=args.save_every,
+        **_compute(args),
     )
     # Under torchrun (train joins the workers' process group): rank 0 prints the result.
     from . import distributed
@@ -156,10 +170,12 @@ def cmd_adapt(args) -> int:
         random_queries=args.random_queries or None,
         vector_file=args.vector_file,
         mono_files=args.mono_files,
+        dictionary=args.dictionary,
         regularizer=args.regularizer,
         reg_lambda=args.reg_lambda,
         fisher_batches=args.fisher_batches,
         forgetting_lang=args.forgetting_lang,
+        **_compute(args),
     )
     result = adapt(cfg, log=_log(args), progress=not _quiet(args), resume=not args.restart)
     print(json.dumps(result, indent=1))
@@ -283,6 +299,7 @@ def cmd_compare(args) -> int:
     from .compare import load_rows, run_compare
 
     cfg = C.load_compare_yaml(args.file)
+    _override_sections(cfg, args)
     if getattr(args, "report_only", False):
         from evaluation.compare_report import write_report
 
@@ -300,12 +317,25 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def _override_sections(cfg, args) -> None:
+    """--device/--precision/--threads of compare and recipe apply to every section that computes."""
+    changes = {k: v for k, v in _compute(args).items() if v is not None}
+    if not changes:
+        return
+    sections = [cfg.train, cfg.adapt, cfg.evaluate] + list(getattr(cfg, "pretrain", {}).values())
+    for section in sections:
+        for k, v in changes.items():
+            setattr(section, k, v)
+    cfg.validate()
+
+
 def cmd_recipe(args) -> int:
     from .recipe import run_recipe
 
     if C.is_compare_recipe(args.file):  # a grid of strategies: `mtmeta compare`
         return cmd_compare(args)
     cfg = C.load_yaml(args.file, C.RecipeConfig)
+    _override_sections(cfg, args)
     run_recipe(cfg, log=_log(args), progress=not _quiet(args))
     return 0
 
@@ -342,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--num-universal", type=int)
     s.add_argument("--vectors", action="append", metavar="LANG=FILE.vec", help="your own fastText vectors for a language (or en)")
     s.add_argument("--mono", action="append", metavar="LANG=FILE", help="extra monolingual text for a language's vectors")
+    s.add_argument("--dictionary", action="append", metavar="LANG=FILE", help="ULR: a LANG->English dictionary ('source english' pairs) to seed the alignment")
     s.set_defaults(func=cmd_prepare)
 
     s = sub.add_parser("train", help="pre-train on the source pairs (resumes from OUTPUT/last.pt)")
@@ -364,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--validate-every", type=int)
     s.add_argument("--save-every", type=int)
     s.add_argument("--restart", action="store_true", help="ignore OUTPUT/last.pt and start over")
+    _add_compute_flags(s)
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("adapt", help="fine-tune on a new language's small parallel set")
@@ -388,11 +420,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--random-queries", action="store_true", help="ULR ablation: random query vectors for the new language")
     s.add_argument("--vector-file", help="ULR: your own fastText .vec for the new language")
     s.add_argument("--mono-files", nargs="+", help="ULR: monolingual text files to train the new language's vectors on")
+    s.add_argument("--dictionary", help="ULR: a LANG->English dictionary file ('source english' pairs; 'none': induced seeds only)")
     s.add_argument("--regularizer", choices=["none", "l2", "ewc"], help="against forgetting: L2 pull toward the pre-trained weights, or EWC")
     s.add_argument("--reg-lambda", type=float, help="regularizer strength (added to the per-token loss)")
     s.add_argument("--fisher-batches", type=int, help="EWC: source-language training batches for the diagonal Fisher")
     s.add_argument("--forgetting-lang", help="a source language whose held-out BLEU/chrF is reported before and after adapting")
     s.add_argument("--restart", action="store_true")
+    _add_compute_flags(s)
     s.set_defaults(func=cmd_adapt)
 
     s = sub.add_parser("translate", help="translate stdin or a file into English")
@@ -435,6 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = rs.add_parser("run", help="prepare, train, adapt and evaluate as the recipe says")
     r.add_argument("file")
     r.add_argument("--dry-run", action="store_true", help="comparison recipes: list the cells and which are done")
+    _add_compute_flags(r)
     r.set_defaults(func=cmd_recipe)
 
     s = sub.add_parser("compare", help="run a comparison grid: strategies x targets x options x sizes x seeds (resumable)")
@@ -442,6 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true", help="list the cells and which are done; run nothing")
     s.add_argument("--report-only", action="store_true", help="rebuild summary.md and the plots from results.jsonl")
     s.add_argument("--check-steps", type=int, metavar="N", help="only check the recipe starts: N steps of each pre-training strategy, one short adaptation, a few translations")
+    _add_compute_flags(s)
     s.set_defaults(func=cmd_compare)
     return p
 

@@ -14,6 +14,18 @@ import yaml
 from .errors import ConfigError
 
 LANG_RE = re.compile(r"^[a-z]{2,3}$")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def check_compute(cfg, where: str) -> None:
+    """The device / precision / threads fields every computing section has."""
+    if cfg.device not in DEVICES:
+        raise ConfigError(f"{where}.device {cfg.device!r} unknown ({', '.join(DEVICES)})")
+    if cfg.precision not in PRECISIONS:
+        raise ConfigError(f"{where}.precision {cfg.precision!r} unknown ({', '.join(PRECISIONS)})")
+    if not isinstance(cfg.threads, int) or cfg.threads < 0:
+        raise ConfigError(f"{where}.threads must be an integer >= 0 (0: every core), got {cfg.threads!r}")
 
 
 def check_lang(code: str, what: str = "language") -> str:
@@ -74,6 +86,10 @@ class PrepareConfig:
     num_universal: int = 2000  # universal tokens = most frequent English pieces (paper: 20,000)
     vector_files: dict[str, str] = field(default_factory=dict)  # language (or 'en') -> your own fastText .vec
     mono_files: dict[str, list[str]] = field(default_factory=dict)  # language -> extra monolingual text files
+    # ULR alignment seeds: bilingual dictionaries X->English ('source english' word pairs per line).
+    dictionaries: dict[str, str] = field(default_factory=dict)  # language -> dictionary file
+    dictionary_dir: str = ""  # '': the pack's ../dictionaries/muse (MUSE train splits) when present; 'none': no default
+    dictionary_seeds: str = "dictionary"  # Procrustes seeds with a dictionary: dictionary | induced | both
     seed: int = 1
 
     def validate(self) -> None:
@@ -95,6 +111,10 @@ class PrepareConfig:
                 check_lang(lang, "vector_files/mono_files key")
         if self.ulr_vectors and (self.vector_dim < 2 or self.num_universal < 1):
             raise ConfigError("vector_dim must be >= 2 and num_universal >= 1")
+        for lang in self.dictionaries:
+            check_lang(lang, "dictionaries key")
+        if self.dictionary_seeds not in ("dictionary", "induced", "both"):
+            raise ConfigError(f"dictionary_seeds {self.dictionary_seeds!r} unknown (dictionary, induced, both)")
 
 
 @dataclass
@@ -139,7 +159,7 @@ class MetaConfig:
     learning on one batch, meta-update on another batch of the same pair."""
 
     variant: str = "fomaml"  # fomaml (paper) | maml (second order) | reptile | metasgd
-    inner_steps: int = 1  # k simulated steps on D (paper: 1)
+    inner_steps: int = 0  # k simulated steps on D (paper: 1); 0 = the variant's default (reptile: 2 batches)
     # Empty / 0 pick what moves theta measurably: a fresh Adam at 1e-4 per task (the
     # paper's; fomaml, reptile), or SGD at 0.1 where the inner step must be plain SGD
     # (maml, metasgd). SGD at 1e-3 moves theta by ~2e-5 of its norm on per-token
@@ -153,6 +173,8 @@ class MetaConfig:
     meta_valid_sentences: int = 100
 
     def __post_init__(self) -> None:
+        if not self.inner_steps:
+            self.inner_steps = 2 if self.variant == "reptile" else 1
         if not self.inner_optimizer:
             self.inner_optimizer = "sgd" if self.variant in ("maml", "metasgd") else "adam"
         if not self.inner_lr:
@@ -169,6 +191,8 @@ class MetaConfig:
             raise ConfigError(f"meta.task_sampling {self.task_sampling!r} unknown (uniform, size)")
         if self.inner_steps < 1 or self.tasks_per_step < 1:
             raise ConfigError("meta.inner_steps and meta.tasks_per_step must be >= 1")
+        if self.variant == "reptile" and self.inner_steps < 2:
+            raise ConfigError("meta.variant reptile needs inner_steps >= 2 (with one step theta - theta' is a plain SGD step)")
         if self.variant in ("maml", "metasgd") and self.inner_optimizer != "sgd":
             raise ConfigError(f"meta.variant {self.variant} differentiates through plain SGD inner steps: use inner_optimizer: sgd")
         if self.meta_valid_lang:
@@ -188,6 +212,10 @@ class TrainConfig:
     max_tokens: int = 4000  # per batch, source or target side
     lr: float = 5e-4
     warmup_steps: int = 500
+    # > 0: warm up over this many target tokens and decay by tokens, not updates, so that
+    # strategies spending different tokens per update (MetaNMT: support + query) share one
+    # learning-rate curve over a shared token budget (mtmeta/engine.py, Engine.lr_factor).
+    warmup_tokens: int = 0
     label_smoothing: float = 0.1
     clip_norm: float = 1.0
     max_steps: int = 0  # budgets: 0 = unlimited; training stops at the first one reached
@@ -200,8 +228,14 @@ class TrainConfig:
     select_metric: str = "loss"  # which validation score picks best.pt: loss | bleu | chrf
     seed: int = 1
     log_every: int = 20
+    # Where and how it computes (mtmeta/hardware.py): auto = CUDA if present, else CPU;
+    # bf16 autocast where the hardware runs bf16 natively (fp32 master weights), else fp32.
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # auto | fp32 | bf16
+    threads: int = 0  # CPU threads; 0 = every core (use 1 when another job shares a 2-core machine)
 
     def validate(self) -> None:
+        check_compute(self, "train")
         self.model.validate()
         if self.strategy not in ("multitask", "transfer", "metanmt"):
             raise ConfigError(
@@ -220,6 +254,8 @@ class TrainConfig:
             raise ConfigError("set a budget: max_steps, max_minutes or max_train_tokens")
         if self.max_tokens < 16:
             raise ConfigError("max_tokens must be at least 16")
+        if self.warmup_tokens < 0 or self.warmup_steps < 0:
+            raise ConfigError("warmup_steps and warmup_tokens must be >= 0")
         if self.temperature <= 0:
             raise ConfigError("temperature must be positive")
 
@@ -252,6 +288,7 @@ class AdaptConfig:
     random_queries: bool = False  # ULR ablation: random instead of aligned query vectors
     vector_file: str = ""  # ULR: your own fastText .vec for the new language
     mono_files: list[str] = field(default_factory=list)  # ULR: extra monolingual text for its vectors
+    dictionary: str = ""  # ULR: X->English dictionary file for the alignment; '': the pack's MUSE file when present; 'none'
     vector_epochs: int = 10
     # Against forgetting the source languages: an L2 pull toward the
     # pre-trained start (the paper's Gaussian prior) or EWC.
@@ -260,8 +297,14 @@ class AdaptConfig:
     fisher_batches: int = 20  # EWC: source-task batches for the diagonal Fisher estimate
     forgetting_lang: str = ""  # a source language whose held-out BLEU is reported before/after adapting
     seed: int = 1
+    # Where and how it computes (mtmeta/hardware.py): auto = CUDA if present, else CPU;
+    # bf16 autocast where the hardware runs bf16 natively (fp32 master weights), else fp32.
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # auto | fp32 | bf16
+    threads: int = 0  # CPU threads; 0 = every core (use 1 when another job shares a 2-core machine)
 
     def validate(self) -> None:
+        check_compute(self, "adapt")
         check_lang(self.lang, "adapt lang")
         if self.regularizer not in ("none", "l2", "ewc"):
             raise ConfigError(f"regularizer {self.regularizer!r} unknown (none, l2, ewc)")
@@ -290,6 +333,14 @@ class EvalConfig:
     beam: int = 4
     batch_sentences: int = 64
     max_sentences: int = 0  # 0: the full test set
+    # Where and how it computes (mtmeta/hardware.py): auto = CUDA if present, else CPU;
+    # bf16 autocast where the hardware runs bf16 natively (fp32 master weights), else fp32.
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "fp32"  # auto | fp32 | bf16 (decoding gains little from bf16)
+    threads: int = 0  # CPU threads; 0 = every core (use 1 when another job shares a 2-core machine)
+
+    def validate(self) -> None:
+        check_compute(self, "evaluate")
 
 
 @dataclass
@@ -307,6 +358,8 @@ class RecipeConfig:
     def validate(self) -> None:
         self.prepare.validate()
         self.train.validate()
+        self.evaluate.validate()
+        check_compute(self.adapt, "adapt")
         for t in self.targets:
             check_lang(t, "recipe target")
 
@@ -411,6 +464,8 @@ class CompareConfig:
             raise ConfigError("compare: full_size and bootstrap_samples must be positive")
         if self.evaluate.beam < 1 or self.evaluate.batch_sentences < 1:
             raise ConfigError("compare: evaluate.beam and evaluate.batch_sentences must be positive")
+        self.evaluate.validate()
+        check_compute(self.adapt, "adapt")
 
 
 def read_yaml(path: str | Path, what: str = "config file"):

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from data_prep.vocab import PAD
 from . import distributed as dist_util
+from . import hardware as hw
 from .checkpoint import Bundle, read_checkpoint, save_checkpoint
 from .errors import CheckpointError
 
@@ -33,6 +34,7 @@ from .errors import CheckpointError
 class EngineSettings:
     lr: float = 5e-4
     warmup_steps: int = 500
+    warmup_tokens: int = 0
     label_smoothing: float = 0.1
     clip_norm: float = 1.0
     max_steps: int = 0
@@ -72,6 +74,7 @@ class Engine:
         run_config: dict | None = None,
         log: Callable[[str], None] = print,
         progress: bool = True,
+        hardware: hw.Hardware | None = None,
     ):
         self.bundle = bundle
         self.model = bundle.model
@@ -88,13 +91,14 @@ class Engine:
         if self.rank != 0:
             self.log, self.progress = (lambda *_: None), False
         torch.manual_seed(dist_util.rank_seed(settings.seed, self.rank))
+        # Model, batches and strategy state live on the device; parameters and Adam's
+        # state stay fp32 whatever the precision (bf16 is an autocast of the step).
+        self.hardware = hardware or hw.cpu_fp32()
+        self.model.to(self.hardware.device)
+        strategy.to(self.hardware.device)
         self.params = strategy.trainable_parameters(self.model)
-        self.optimizer = torch.optim.Adam(self.params, lr=settings.lr, betas=(0.9, 0.98), eps=1e-8)
-        warmup = max(1, settings.warmup_steps)
-        # Inverse square-root schedule with linear warmup (Vaswani et al.).
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: min((s + 1) / warmup, math.sqrt(warmup / (s + 1)))
-        )
+        # fused: one kernel over all parameters instead of a dozen small ops per tensor.
+        self.optimizer = torch.optim.Adam(self.params, lr=settings.lr, betas=(0.9, 0.98), eps=1e-8, fused=True)
         self.step = 0
         self.tokens = 0  # target tokens of forward/backward work done
         self.elapsed = 0.0  # seconds of training across resumes
@@ -102,6 +106,26 @@ class Engine:
         self.bad_validations = 0
         self.history: list[dict] = []
         self._stop_signal = False
+
+    # --- learning rate ------------------------------------------------------------
+    def lr_factor(self, step_tokens: int) -> float:
+        """Inverse square-root schedule with linear warmup (Vaswani et al.),
+        over updates, or over target tokens when `warmup_tokens` is set: then
+        every strategy has the same learning rate at the same point of a shared
+        token budget, whatever its tokens per update (a MetaNMT step spends
+        support and query batches on one update)."""
+        s = self.settings
+        if s.warmup_tokens:
+            t, w = max(1, self.tokens + step_tokens), s.warmup_tokens
+        else:
+            t, w = self.step + 1, max(1, s.warmup_steps)
+        return min(t / w, math.sqrt(w / t))
+
+    def set_lr(self, step_tokens: int) -> float:
+        lr = self.settings.lr * self.lr_factor(step_tokens)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
 
     # --- checkpoints ----------------------------------------------------------
     @property
@@ -127,9 +151,9 @@ class Engine:
                 "best_score": self.best_score,
                 "bad_validations": self.bad_validations,
                 "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
                 "strategy": self.strategy.state_dict(),
                 "torch_rng": torch.get_rng_state(),
+                **({"cuda_rng": torch.cuda.get_rng_state(self.hardware.device)} if self.hardware.device.type == "cuda" else {}),
                 **extra,
             },
         )
@@ -159,9 +183,10 @@ class Engine:
         self.step, self.tokens, self.elapsed = ts["step"], ts["tokens"], ts["elapsed"]
         self.best_score, self.bad_validations = ts["best_score"], ts["bad_validations"]
         self.optimizer.load_state_dict(ts["optimizer"])
-        self.scheduler.load_state_dict(ts["scheduler"])
         self.strategy.load_state_dict(ts["strategy"])
         torch.set_rng_state(ts["torch_rng"])
+        if self.hardware.device.type == "cuda" and "cuda_rng" in ts:
+            torch.cuda.set_rng_state(ts["cuda_rng"], self.hardware.device)
         if self.world_size > 1:  # distributed: this rank's own sampler and RNG state
             self._resume_rank(ts)
         self.history = list(state.get("history", []))
@@ -274,9 +299,13 @@ class Engine:
             dist_util.broadcast_tensors(self.params)
         s = self.settings
         self.model.train()
+        # SIGTERM and Ctrl-C only set a flag: the step in flight finishes (a MetaNMT step
+        # restores theta from theta'), then last.pt is written at the step boundary. An
+        # exception landing mid-step would save a half-made state. A second Ctrl-C aborts
+        # at once without saving (last.pt keeps the previous boundary).
         previous = signal.signal(signal.SIGTERM, self._on_signal)
-        # Distributed: Ctrl-C too stops all ranks at the same step (an exception mid-collective would hang the others).
-        previous_int = signal.signal(signal.SIGINT, self._on_signal) if self.world_size > 1 else None
+        previous_int = signal.signal(signal.SIGINT, self._on_signal)
+        aborted = False
         # A bar only on a terminal; logs and CI get periodic plain lines instead.
         interactive = self.progress and sys.stderr.isatty()
         bar = tqdm(total=1000, disable=not interactive, desc="train", unit="‰", leave=False)
@@ -288,15 +317,16 @@ class Engine:
             while not stopped_early and self._keep_going():
                 t0 = time.time()
                 self.optimizer.zero_grad(set_to_none=True)
-                stats = self.strategy.train_step(self)
+                with self.hardware.autocast():
+                    stats = self.strategy.train_step(self)
                 if self.world_size > 1:  # distributed: average gradients; count every rank's tokens
                     dist_util.all_reduce_gradients(self.params)
                     ntokens, loss = dist_util.all_reduce_sum([stats["ntokens"], stats["loss"]])
                     stats = {**stats, "ntokens": int(ntokens), "loss": loss / self.world_size}
                 if s.clip_norm > 0:
                     torch.nn.utils.clip_grad_norm_(self.params, s.clip_norm)
+                lr = self.set_lr(stats["ntokens"])
                 self.optimizer.step()
-                self.scheduler.step()
                 self.step += 1
                 self.tokens += stats["ntokens"]
                 self.elapsed += time.time() - t0
@@ -304,7 +334,7 @@ class Engine:
                 bar.update(int(self._budget_fraction() * 1000) - bar.n)
                 if self.step % s.log_every == 0:
                     rate = window_tokens / max(1e-9, time.time() - window_start)
-                    record = {"step": self.step, "loss": stats["loss"], "tok_s": round(rate), "lr": self.scheduler.get_last_lr()[0]}
+                    record = {"step": self.step, "tokens": self.tokens, "loss": stats["loss"], "tok_s": round(rate), "lr": lr}
                     bar.set_postfix(loss=f"{stats['loss']:.3f}", tok_s=f"{rate:.0f}")
                     self._write_log(record)
                     if self.progress and not interactive and self.step % (s.log_every * 5) == 0:
@@ -324,12 +354,14 @@ class Engine:
                 if s.save_every and self.step % s.save_every == 0:
                     self.save_last()
         except KeyboardInterrupt:
-            self._stop_signal = True
+            aborted = True  # second Ctrl-C: the state in memory may be mid-step; do not save it
         finally:
             bar.close()
             signal.signal(signal.SIGTERM, previous)
-            if previous_int is not None:
-                signal.signal(signal.SIGINT, previous_int)
+            signal.signal(signal.SIGINT, previous_int)
+        if aborted:
+            self.log(f"aborted at step {self.step} without saving; {self.last_path} holds the last saved step")
+            raise KeyboardInterrupt
         if self._stop_signal:
             self.save_last()
             self.log(f"interrupted at step {self.step}; progress saved to {self.last_path} (run again to resume)")
@@ -342,4 +374,8 @@ class Engine:
         return {"step": self.step, "tokens": self.tokens, "minutes": self.elapsed / 60, "best_score": self.best_score}
 
     def _on_signal(self, signum, frame) -> None:
+        if signum == signal.SIGINT and self._stop_signal:
+            raise KeyboardInterrupt  # the second Ctrl-C
+        if signum == signal.SIGINT:
+            self.log("Ctrl-C: stopping after this step and saving (Ctrl-C again to abort without saving)")
         self._stop_signal = True

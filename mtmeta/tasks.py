@@ -9,6 +9,8 @@ import zlib
 
 import numpy as np
 
+import torch
+
 from .data import PairData, collate, make_batches
 
 
@@ -24,6 +26,7 @@ class Task:
         if not self.batches:
             raise ValueError(f"{lang}: no batch fits max_tokens={max_tokens}")
         self.seed = seed
+        self.device = torch.device("cpu")  # where next_batch puts its tensors
         self.epoch = 0
         self.position = 0
         self._order = self._permutation()
@@ -47,6 +50,9 @@ class Task:
         idx = self.batches[self._order[self.position]]
         self.position += 1
         batch = collate(self.data, idx, self.src_offset)
+        if self.device.type != "cpu":
+            batch = {**batch, "net_input": {k: v.to(self.device, non_blocking=True) for k, v in batch["net_input"].items()},
+                     "target": batch["target"].to(self.device, non_blocking=True)}
         batch["lang"] = self.lang
         return batch
 
@@ -69,6 +75,11 @@ class TaskSampler:
         weights = sizes ** (1.0 / temperature)
         self.probs = weights / weights.sum()
         self.rng = np.random.default_rng(seed)
+
+    def to(self, device) -> "TaskSampler":
+        for task in self.tasks.values():
+            task.device = torch.device(device)
+        return self
 
     def sample(self) -> Task:
         return self.tasks[self.langs[int(self.rng.choice(len(self.langs), p=self.probs))]]

@@ -10,7 +10,7 @@ import torch
 
 from data_prep.prepare import load_summary, load_ulr_vectors
 from data_prep.vocab import Vocab
-from . import distributed
+from . import distributed, hardware
 from .checkpoint import Bundle
 from .config import TrainConfig
 from .data import PairData
@@ -48,11 +48,15 @@ def select_langs(cfg: TrainConfig, summary: dict) -> list[str]:
 
 def train(cfg: TrainConfig, log=print, progress: bool = True, resume: bool = True) -> dict:
     cfg.validate()
+    hw = hardware.setup(cfg.device, cfg.precision, cfg.threads)  # impossible settings fail before any work
     # Under torchrun: join the other workers (no-op in a single process). Each rank draws
     # its own batches (rank_seed; rank 0's are the single-process ones); only rank 0 logs.
     rank, _ = distributed.init_from_env()
+    if hw.device.type == "cuda":  # under torchrun, init_from_env picked this worker's GPU
+        hw = dataclasses.replace(hw, device=torch.device("cuda", torch.cuda.current_device()))
     if rank != 0:
         log = lambda *_: None  # noqa: E731
+    log(f"train: {hw.describe()}")
     summary = load_summary(cfg.data)
     langs = select_langs(cfg, summary)
     en, src_vocabs, joint = load_prepared_vocabs(cfg.data, langs)
@@ -102,6 +106,7 @@ def train(cfg: TrainConfig, log=print, progress: bool = True, resume: bool = Tru
         run_config={"kind": "train", **dataclasses.asdict(cfg)},
         log=log,
         progress=progress,
+        hardware=hw,
     )
     result = engine.run(resume=resume)
     log(f"trained {result['step']} steps, {result['tokens']} target tokens in {result['minutes']:.1f} min -> {engine.best_path}")

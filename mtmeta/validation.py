@@ -10,6 +10,7 @@ from evaluation.scoring import score
 from .data import PairData, collate, make_batches
 from .decoding import translate_ids
 from .engine import sequence_loss
+from .hardware import model_device, to_device
 
 
 class Validator:
@@ -27,10 +28,11 @@ class Validator:
 
     def evaluate(self, bundle) -> dict:
         total_nll, total_tok = 0.0, 0
+        device = model_device(bundle.model)  # validation runs in fp32 whatever the training precision
         for lang, data in self.sets.items():
             offset = bundle.src_offset(lang)
             for idx in make_batches(data, self.max_tokens, bundle.model.cfg.max_positions):
-                batch = collate(data, idx, offset)
+                batch = to_device(collate(data, idx, offset), device)
                 _, nll = sequence_loss(bundle.model, batch, 0.0)
                 total_nll += nll.item()
                 total_tok += batch["ntokens"]
@@ -102,6 +104,7 @@ class MetaValidator:
         valid = PairData.from_lists(vocab.encode_batch(self.valid_text.src), bundle.tgt_vocab.encode_batch(self.valid_text.tgt))
         task = Task(self.lang, train, bundle.src_offset(self.lang), self.max_tokens, bundle.model.cfg.max_positions, self.seed)
         model = bundle.model
+        task.device = model_device(model)
         opt = torch.optim.Adam([p for p in model.parameters()], lr=self.lr)
         model.train()
         with torch.enable_grad():

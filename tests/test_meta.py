@@ -114,12 +114,12 @@ def test_reptile_moves_theta_toward_theta_prime():
     outer = s.trainable_parameters(model)
     theta = {n: p.detach().clone() for n, p in model.named_parameters()}
     probe = copy.deepcopy(task)
-    support = probe.next_batch()
+    batches = [probe.next_batch() for _ in range(3)]  # one inner step on each of k fresh batches
     ref = copy.deepcopy(model)
     opt = torch.optim.SGD(ref.parameters(), lr=0.1)
-    for _ in range(3):
+    for batch in batches:
         opt.zero_grad()
-        batch_loss(ref, support, 0.0).backward()
+        batch_loss(ref, batch, 0.0).backward()
         opt.step()
     theta_prime = {n: p.detach() for n, p in ref.named_parameters()}
     s.train_step(engine_for(model))
@@ -204,3 +204,47 @@ def test_inner_step_defaults_move_theta():
     assert C.MetaConfig(inner_lr=0.5).inner_lr == 0.5
     with pytest.raises(C.ConfigError, match="plain SGD"):
         C.MetaConfig(variant="maml", inner_optimizer="adam").validate()
+
+
+def test_reptile_defaults_to_two_inner_steps_and_refuses_one():
+    assert C.MetaConfig(variant="reptile").inner_steps == 2
+    assert C.MetaConfig(variant="fomaml").inner_steps == 1
+    with pytest.raises(C.ConfigError, match="reptile needs inner_steps >= 2"):
+        C.MetaConfig(variant="reptile", inner_steps=1).validate()
+
+
+def test_ulr_special_tokens_are_meta_updated():
+    """The EOS every source ends with has a zero universal part under ULR: if
+    the meta-update skipped delta.specials, MetaNMT would never learn it."""
+    model, task = tiny(ulr=True)
+    inner, outer = parameter_split(model)
+    specials = [n for n in outer if n.endswith("delta.specials.weight")]
+    assert specials, outer
+    assert not any(".delta.tables." in n for n in outer)
+    s = strategy(model, task, variant="fomaml")
+    s.trainable_parameters(model)
+    s.train_step(engine_for(model))
+    grad = dict(model.named_parameters())[specials[0]].grad
+    assert grad is not None and grad[2].abs().sum() > 0  # EOS (id 2) row
+
+
+def test_fomaml_leaves_unsampled_languages_without_gradient():
+    """Tables of a language no task sampled must have grad None (Adam skips
+    them, as in multitask), not zero (Adam would move them on old momentum)."""
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(C.MODEL_PRESETS["tiny"], embed_dim=16, ffn_dim=16, heads=2)
+    model = build_model(cfg, 30, {"de": 20, "fr": 20})
+    g = np.random.default_rng(1)
+    pairs = lambda: PairData.from_lists(  # noqa: E731
+        [g.integers(4, 20, size=5).tolist() for _ in range(8)], [g.integers(4, 30, size=5).tolist() for _ in range(8)]
+    )
+    tasks = {lang: Task(lang, pairs(), model.src_embed.offset(lang), 60, 64, seed=3) for lang in ("de", "fr")}
+    sampler = TaskSampler(tasks, 1.0, seed=0)
+    s = MetaStrategy(sampler, C.MetaConfig(variant="fomaml"), model)
+    s.trainable_parameters(model)
+    sampled = TaskSampler(tasks, 1.0, seed=0).sample().lang
+    other = "fr" if sampled == "de" else "de"
+    s.train_step(engine_for(model))
+    tables = model.src_embed.tables
+    assert tables[sampled].weight.grad is not None
+    assert tables[other].weight.grad is None

@@ -214,7 +214,8 @@ def test_training_is_deterministic_and_resume_is_equivalent(prepared: Path, tmp_
     sb = last_state(tmp_path / "b")
     assert b["step"] == 8 and b["tokens"] == a["tokens"]
     assert states_equal(sa["model"], sb["model"])
-    assert sb["train_state"]["scheduler"]["last_epoch"] == sa["train_state"]["scheduler"]["last_epoch"] == 8
+    lr = lambda st: [g["lr"] for g in st["train_state"]["optimizer"]["param_groups"]]  # noqa: E731
+    assert lr(sb) == lr(sa) and lr(sa)[0] > 0
     # Validations at 0, 3, 6 and the end, whether resumed or not (plus b's stop at 4).
     assert [h["step"] for h in sa["history"]] == [0, 3, 6, 8]
     assert [h["step"] for h in sb["history"]] == [0, 3, 4, 6, 8]
@@ -281,3 +282,86 @@ def test_adapt_tunes_only_selected_parts(
     # Existing languages' tables are untouched by another language's training.
     for lang in ("de", "es", "fr"):
         assert torch.equal(before.model.src_embed.tables[lang].weight, after.model.src_embed.tables[lang].weight)
+
+
+def test_ctrl_c_stops_at_the_step_boundary_and_resumes_exactly(prepared: Path, tmp_path: Path, monkeypatch) -> None:
+    """A real SIGINT arriving mid-step: the step finishes, last.pt is that step
+    boundary, and the resumed run equals one never interrupted."""
+    import os
+
+    straight = run_train(prepared, tmp_path / "a", 6, resume=False, save_every=2)
+    original = SupervisedStrategy.train_step
+
+    def step_with_ctrl_c(self, engine):
+        if engine.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # lands before this step's forward/backward
+        return original(self, engine)
+
+    monkeypatch.setattr(SupervisedStrategy, "train_step", step_with_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        run_train(prepared, tmp_path / "b", 6, resume=False, save_every=2)
+    assert last_state(tmp_path / "b")["train_state"]["step"] == 3
+    monkeypatch.undo()
+    resumed = run_train(prepared, tmp_path / "b", 6, resume=True, init_seed=7, save_every=2)
+    assert resumed["step"] == straight["step"] == 6 and resumed["tokens"] == straight["tokens"]
+    assert states_equal(last_state(tmp_path / "a")["model"], last_state(tmp_path / "b")["model"])
+
+
+def test_second_ctrl_c_aborts_without_saving(prepared: Path, tmp_path: Path, monkeypatch) -> None:
+    import os
+
+    original = SupervisedStrategy.train_step
+
+    def step_with_two_ctrl_c(self, engine):
+        if engine.step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, engine)
+
+    monkeypatch.setattr(SupervisedStrategy, "train_step", step_with_two_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        run_train(prepared, tmp_path / "b", 6, resume=False, save_every=2)
+    assert last_state(tmp_path / "b")["train_state"]["step"] == 2  # the last boundary saved, not the aborted step
+
+
+def test_ctrl_c_during_a_meta_step_saves_theta_not_theta_prime(prepared: Path, tmp_path: Path, monkeypatch) -> None:
+    import os
+
+    from mtmeta.strategies.meta import MetaStrategy
+
+    meta = {"strategy": "metanmt", "save_every": 2, "bleu_sentences": 0}
+    run_train(prepared, tmp_path / "a", 4, resume=False, **meta)
+    original = MetaStrategy._simulate
+
+    def simulate_then_ctrl_c(self, *args, **kw):
+        out = original(self, *args, **kw)  # theta' is in the model now
+        if not getattr(self, "_interrupted", False):
+            self._interrupted = True
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(MetaStrategy, "_simulate", simulate_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        run_train(prepared, tmp_path / "b", 4, resume=False, **meta)
+    assert last_state(tmp_path / "b")["train_state"]["step"] == 1
+    monkeypatch.undo()
+    run_train(prepared, tmp_path / "b", 4, resume=True, init_seed=7, **meta)
+    assert states_equal(last_state(tmp_path / "a")["model"], last_state(tmp_path / "b")["model"])
+
+
+def test_token_schedule_gives_the_same_lr_at_the_same_tokens() -> None:
+    """With warmup_tokens the learning rate depends on tokens processed, not on
+    updates: a strategy spending twice the tokens per update is at the same
+    point of the curve after the same tokens."""
+    from types import SimpleNamespace
+
+    from mtmeta.engine import Engine, EngineSettings
+
+    settings = EngineSettings(warmup_tokens=1000, warmup_steps=7)
+    multitask = SimpleNamespace(settings=settings, tokens=3000, step=30)
+    metanmt = SimpleNamespace(settings=settings, tokens=3000, step=15)
+    f = Engine.lr_factor
+    assert f(multitask, 100) == f(metanmt, 100) == pytest.approx((1000 / 3100) ** 0.5)
+    assert f(SimpleNamespace(settings=settings, tokens=0, step=0), 250) == pytest.approx(0.25)  # warming up
+    steps = EngineSettings(warmup_steps=4)
+    assert f(SimpleNamespace(settings=steps, tokens=10**6, step=1), 100) == pytest.approx(0.5)  # by updates

@@ -35,6 +35,11 @@ class Strategy:
     def trainable_parameters(self, model) -> list[nn.Parameter]:
         return select_parameters(model, self.tune)
 
+    def to(self, device) -> "Strategy":
+        """Batches (and any state of the strategy's own) on `device`."""
+        self.sampler.to(device)
+        return self
+
     def train_step(self, engine) -> dict:
         raise NotImplementedError
 

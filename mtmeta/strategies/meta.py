@@ -11,7 +11,9 @@ Variants:
   maml    second-order: differentiate through the inner SGD steps
           (torch.func.functional_call; attention on the math SDPA backend,
           the fused CPU kernels have no double backward);
-  reptile theta moves toward theta' (gradient := theta - theta');
+  reptile theta moves toward theta' (gradient := theta - theta') after k >= 2
+          inner steps on k fresh batches of the task (k = 1 would be a plain
+          SGD step, and a query batch would be drawn and never learned from);
   metasgd learned per-parameter inner learning rates (Li et al. 2017),
           first-order in theta, exact in the learning rates.
 
@@ -36,12 +38,15 @@ from .base import Strategy
 
 
 def parameter_split(model) -> tuple[list[str], list[str]]:
-    """(inner names, outer names) following the paper."""
+    """(inner names, outer names) following the paper. With ULR the
+    language-specific delta tables are inner-only; the specials (EOS, BOS,
+    PAD, UNK: shared by every language, and zero in the universal part) are
+    meta-updated, or nothing would ever train the EOS every source ends with."""
     names = [n for n, p in model.named_parameters()]
     emb = model.src_embed
     if isinstance(emb, UniversalLexicalEmbedding):
         inner = [n for n in names if not n.endswith("embed_tokens.values")]
-        outer = [n for n in names if ".delta." not in n]
+        outer = [n for n in names if ".delta.tables." not in n]
     else:
         inner = outer = list(names)
     return inner, outer
@@ -90,6 +95,11 @@ class MetaStrategy(Strategy):
             for n in self.inner_names:
                 self.inner_lrs[n.replace(".", "__")] = nn.Parameter(torch.full_like(params[n], cfg.inner_lr))
 
+    def to(self, device) -> "MetaStrategy":
+        super().to(device)
+        self.inner_lrs.to(device)
+        return self
+
     # --- which parameters the outer optimiser owns -----------------------------------
     def trainable_parameters(self, model) -> list[nn.Parameter]:
         for p in model.parameters():
@@ -102,19 +112,28 @@ class MetaStrategy(Strategy):
         model = engine.model
         ls = engine.settings.label_smoothing
         params = dict(model.named_parameters())
-        meta_grads = {n: torch.zeros_like(params[n]) for n in self.outer_names}
+        # None until a task reaches the parameter: a language no task sampled keeps grad None,
+        # so Adam leaves it alone (as in multitask) instead of moving it on stale momentum.
+        meta_grads: dict[str, torch.Tensor | None] = {n: None for n in self.outer_names}
         lr_grads = {k: torch.zeros_like(v) for k, v in self.inner_lrs.items()}
         losses, ntokens = [], 0
         for _ in range(self.cfg.tasks_per_step):
             task = self.sampler.sample()
-            support, query = task.next_batch(), task.next_batch()
-            ntokens += support["ntokens"] * self.cfg.inner_steps + query["ntokens"]
+            if self.cfg.variant == "reptile":
+                # Reptile learns from every batch it draws: k inner steps on k batches, no query batch.
+                support, query = [task.next_batch() for _ in range(self.cfg.inner_steps)], None
+                ntokens += sum(b["ntokens"] for b in support)
+            else:
+                support, query = task.next_batch(), task.next_batch()
+                ntokens += support["ntokens"] * self.cfg.inner_steps + query["ntokens"]
             run = {"fomaml": self._first_order, "reptile": self._reptile, "maml": self._second_order, "metasgd": self._meta_sgd}
             loss, grads, lrg = run[self.cfg.variant](model, params, support, query, ls)
             losses.append(loss)
             for n in self.outer_names:
-                if grads.get(n) is not None:
-                    meta_grads[n] += grads[n] / self.cfg.tasks_per_step
+                g = grads.get(n)
+                if g is not None:
+                    g = g / self.cfg.tasks_per_step
+                    meta_grads[n] = g if meta_grads[n] is None else meta_grads[n] + g
             for k, g in lrg.items():
                 lr_grads[k] += g / self.cfg.tasks_per_step
         model.zero_grad(set_to_none=True)
@@ -124,16 +143,22 @@ class MetaStrategy(Strategy):
             self.inner_lrs[k].grad = g
         return {"loss": sum(losses) / len(losses), "ntokens": ntokens}
 
-    def _simulate(self, model, params, support, ls) -> dict[str, torch.Tensor]:
-        """k in-place inner steps on `support`; returns the saved theta."""
+    def _simulate(self, model, params, support, ls) -> tuple[dict[str, torch.Tensor], float]:
+        """k in-place inner steps on `support` (one batch, k times; or a list
+        of k batches, one step each); returns the saved theta and the mean
+        inner loss."""
         inner = [params[n] for n in self.inner_names]
         saved = {n: params[n].detach().clone() for n in self.inner_names}  # only these move
         opt = inner_optimizer(inner, self.cfg.inner_optimizer, self.cfg.inner_lr)
-        for _ in range(self.cfg.inner_steps):
+        batches = support if isinstance(support, list) else [support] * self.cfg.inner_steps
+        losses = []
+        for batch in batches:
             model.zero_grad(set_to_none=True)
-            batch_loss(model, support, ls).backward()
+            loss = batch_loss(model, batch, ls)
+            loss.backward()
             opt.step()
-        return saved
+            losses.append(loss.detach())
+        return saved, float(torch.stack(losses).mean())
 
     @staticmethod
     def _restore(params, saved) -> None:
@@ -142,7 +167,7 @@ class MetaStrategy(Strategy):
                 params[n].copy_(value)
 
     def _first_order(self, model, params, support, query, ls):
-        saved = self._simulate(model, params, support, ls)
+        saved, _ = self._simulate(model, params, support, ls)
         model.zero_grad(set_to_none=True)
         loss = batch_loss(model, query, ls)
         loss.backward()
@@ -151,9 +176,8 @@ class MetaStrategy(Strategy):
         return loss.item(), grads, {}
 
     def _reptile(self, model, params, support, query, ls):
-        saved = self._simulate(model, params, support, ls)
+        saved, loss = self._simulate(model, params, support, ls)
         with torch.no_grad():
-            loss = batch_loss(model, query, ls).item()
             grads = {n: saved[n] - params[n].detach() for n in self.outer_names}
         self._restore(params, saved)
         return loss, grads, {}
