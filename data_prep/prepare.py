@@ -344,11 +344,14 @@ def _swap_in(new: Path, out: Path, old: Path) -> None:
 
 def build_ulr_vectors(cfg: PrepareConfig, out: Path, en_vocab, src_vocabs: dict, train_ids: dict, log) -> dict:
     """vectors/en.npy (normalised English piece vectors), vectors/keys.npy
-    (universal token ids), vectors/<table>.npy (aligned queries) and the
-    alignment report."""
+    (universal token ids), vectors/<table>.npy (query vectors in the English
+    space) and the alignment report. A language's alignment is seeded by its
+    dictionary (cfg.dictionaries, else the pack's MUSE training split) and
+    falls back to the pairs induced from the parallel text."""
     import numpy as np
 
-    from .vectors import align_language, center, piece_vectors, universal_token_ids
+    from .dictionaries import default_dictionary, read_dictionary
+    from .vectors import align_language, center, piece_vectors, universal_token_ids, word_counts
 
     folder = out / "vectors"
     folder.mkdir()
@@ -358,16 +361,21 @@ def build_ulr_vectors(cfg: PrepareConfig, out: Path, en_vocab, src_vocabs: dict,
     en_mono = [ids for f in cfg.mono_files.get("en", []) for ids in en_vocab.encode_batch(_read_mono(f))]
     rng = random.Random(seed)
     en_corpus = en_mono + rng.sample(en_ids, min(len(en_ids), 2 * cap))  # English: twice a language's share
+    t0 = time.time()
     en_vecs, how = piece_vectors(en_vocab, en_corpus, dim, ep, seed, len(en_corpus), cfg.vector_files.get("en", ""))
+    log(f"  en: vectors {how} ({time.time() - t0:.0f}s)")
     en_vecs = center(en_vecs)
     keys = universal_token_ids(en_ids, len(en_vocab), cfg.num_universal)
     np.save(folder / "en.npy", en_vecs)
     np.save(folder / "keys.npy", keys)
+    en_words = word_counts(en_vocab, en_ids)
     report = {"dim": dim, "num_universal": int(len(keys)), "english_vectors": how, "languages": {}}
+    packs = [s.path for s in cfg.sources if s.type == "pack"]
     tables = {}
     for lang in langs:
         tables.setdefault(src_vocabs[lang].lang, []).append(lang)
     for table, members in tables.items():
+        t0 = time.time()
         vocab = src_vocabs[members[0]]
         src_ids, tgt_ids = [], []
         for lang in members:
@@ -375,13 +383,31 @@ def build_ulr_vectors(cfg: PrepareConfig, out: Path, en_vocab, src_vocabs: dict,
             tgt_ids += train_ids[lang][1]
         mono = [ids for lang in members for f in cfg.mono_files.get(lang, []) for ids in vocab.encode_batch(_read_mono(f))]
         vec_file = cfg.vector_files.get(table, "")
-        al = align_language(vocab, src_ids, tgt_ids, en_vecs, dim, ep, seed, cap, mono, vec_file)
+        pairs, dict_files = [], []
+        for lang in members:
+            path = cfg.dictionaries.get(lang, "")
+            if not path and cfg.dictionary_dir != "none":
+                if cfg.dictionary_dir:
+                    guess = Path(cfg.dictionary_dir) / f"{lang}-en.0-5000.txt"
+                    path = str(guess) if guess.is_file() else ""
+                else:
+                    path = next((p for p in (default_dictionary(pk, lang) for pk in packs) if p), "")
+            if path and path != "none":
+                pairs += read_dictionary(path)
+                dict_files.append(path)
+        al = align_language(
+            vocab, src_ids, tgt_ids, en_vecs, dim, ep, seed, cap, mono, vec_file,
+            dictionary=pairs or None, en_vocab=en_vocab, seeds=cfg.dictionary_seeds, en_words=en_words,
+        )
         np.save(folder / f"{table}.npy", al.vectors)
+        al.report["dictionary_files"] = dict_files
         report["languages"][table] = al.report
         r = al.report
         log(
-            f"  {table}: dictionary {r['dictionary_pairs']} pairs, precision@1 {r['precision_at_1']:.3f} on "
-            f"{r['held_out_pairs']} held-out pairs (unaligned {r['precision_at_1_unaligned']}); vectors {r['vectors']}"
+            f"  {table}: seeds {r['seeds']} ({r['dictionary_word_pairs_used']} dictionary word pairs in the text, "
+            f"{r['dictionary_pairs']} induced piece pairs); rotation precision@1 {r['precision_at_1']:.3f} on "
+            f"{r['held_out_pairs']} held-out induced pairs; queries {r['queries']}; vectors {r['vectors']} "
+            f"({time.time() - t0:.0f}s)"
         )
     (out / "alignment_report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
     return report

@@ -82,11 +82,23 @@ def vectors_for_vocab(vocab: Vocab, table: dict[str, np.ndarray], dim: int) -> t
 
 
 def train_piece_vectors(
-    vocab: Vocab, sentences: list[list[int]], dim: int, epochs: int = 5, seed: int = 1, max_sentences: int = 30000
+    vocab: Vocab,
+    sentences: list[list[int]],
+    dim: int,
+    epochs: int = 5,
+    seed: int = 1,
+    max_sentences: int = 30000,
+    min_n: int = 2,
+    max_n: int = 5,
+    window: int = 5,
+    workers: int = 1,
 ) -> np.ndarray:
     """Skip-gram vectors with character n-grams for every piece of `vocab`
     (pieces never seen in the text still get a vector from their n-grams).
-    `epochs` is a minimum: smaller corpora get proportionally more."""
+    `epochs` is a minimum: smaller corpora get proportionally more.
+    One worker thread: gensim ignores its seed with several (thread
+    scheduling orders the updates), so only workers=1 gives the same
+    vectors for the same text and seed."""
     from gensim.models import FastText
 
     pieces = vocab.pieces()
@@ -97,7 +109,15 @@ def train_piece_vectors(
     # language aligned at precision@1 0.004, with 20 at 0.10 (Danish, measured).
     epochs = max(epochs, min(40, math.ceil(epochs * EPOCH_REFERENCE_SENTENCES / len(corpus))))
     model = FastText(
-        vector_size=dim, window=5, min_count=1, sg=1, min_n=2, max_n=5, workers=2, seed=seed, epochs=epochs
+        vector_size=dim,
+        window=window,
+        min_count=1,
+        sg=1,
+        min_n=min_n,
+        max_n=max_n,
+        workers=workers,
+        seed=seed,
+        epochs=epochs,
     )
     model.build_vocab(corpus_iterable=corpus)
     model.train(corpus_iterable=corpus, total_examples=len(corpus), epochs=epochs)
@@ -234,6 +254,110 @@ def universal_token_ids(tgt_ids: list[list[int]], vocab_size: int, k: int) -> np
     return np.sort(np.argsort(-counts, kind="stable")[:k])
 
 
+def word_counts(vocab: Vocab, ids: list[list[int]]) -> dict[str, int]:
+    """Lower-cased word types (\\w+ runs) of the decoded text, with counts."""
+    import re
+    from collections import Counter
+
+    word = re.compile(r"\w+")
+    c: Counter = Counter()
+    for sent in vocab.sp.decode([[i for i in s if i >= N_SPECIAL] for s in ids]) if ids else []:
+        c.update(word.findall(sent.lower()))
+    return dict(c)
+
+
+def dictionary_rows(
+    xs: np.ndarray,
+    ys: np.ndarray,
+    vocab: Vocab,
+    en_vocab: Vocab,
+    pairs: list[tuple[str, str]],
+    src_words: dict[str, int] | None = None,
+    en_words: dict[str, int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Procrustes rows for word pairs: each word is the mean of its
+    (normalised) piece vectors under its language's segmentation. Pairs
+    whose source (English) word is missing from `src_words` (`en_words`),
+    when given, are left out: a word never seen in the text has only the
+    vectors of pieces it was never seen with."""
+    from .dictionaries import segment, word_vectors
+
+    keep = [
+        (s, e) for s, e in pairs if (src_words is None or s in src_words) and (en_words is None or e in en_words)
+    ]
+    if not keep:
+        return np.zeros((0, xs.shape[1]), np.float32), np.zeros((0, ys.shape[1]), np.float32)
+    sx = word_vectors(xs, segment(vocab, [s for s, _ in keep]))
+    ey = word_vectors(ys, segment(en_vocab, [e for _, e in keep]))
+    ok = (np.abs(sx).sum(1) > 0) & (np.abs(ey).sum(1) > 0)
+    return sx[ok], ey[ok]
+
+
+SEEDS = ("dictionary", "induced", "both")
+
+# How the query of a source piece is composed (all parts unit length, in
+# the English space): the Dice-weighted mean of the English pieces it
+# co-occurs with in the parallel sentences, the English piece spelled the
+# same way (names, numbers, shared subwords), the dictionary translations of
+# the word the piece spells, and the Procrustes-rotated monolingual vector.
+# Measured on MUSE test splits (de, da, sk; evaluation/ulr_alignment.py):
+# the rotated monolingual vectors alone give precision@1 ~0.01, the mix
+# 0.11-0.20 (results/ulr_alignment_muse.md).
+MIX = {"projection": 1.0, "identical": 1.0, "dictionary": 1.0, "procrustes": 0.5}
+
+
+def project_cooccurrence(
+    src_ids: list[list[int]], tgt_ids: list[list[int]], src_size: int, en_vectors: np.ndarray, top: int = 10, power: float = 2.0
+) -> np.ndarray:
+    """Each source piece as the mean of the English piece vectors it
+    co-occurs with (sentence level) in the parallel text, weighted by
+    Dice^power over its `top` best partners; unit length, zero when unseen."""
+    out = np.zeros((src_size, en_vectors.shape[1]), dtype=np.float32)
+    if not src_ids:
+        return out
+    S, E = _incidence(src_ids, src_size), _incidence(tgt_ids, en_vectors.shape[0])
+    co = (S.T @ E).tocsr()
+    fs = np.asarray(S.sum(0)).ravel()
+    fe = np.asarray(E.sum(0)).ravel()
+    for i in range(N_SPECIAL, src_size):
+        lo, hi = co.indptr[i], co.indptr[i + 1]
+        cols, n = co.indices[lo:hi], co.data[lo:hi]
+        keep = cols >= N_SPECIAL
+        cols, n = cols[keep], n[keep]
+        if not len(cols):
+            continue
+        dice = 2 * n / (fs[i] + fe[cols])
+        best = np.argsort(-dice, kind="stable")[:top]
+        out[i] = (dice[best] ** power) @ en_vectors[cols[best]]
+    return _unit(out)
+
+
+def identical_pieces(vocab: Vocab, en_vocab: Vocab, en_vectors: np.ndarray) -> np.ndarray:
+    """The English vector of the English piece spelled like each source
+    piece (zero where English has no such piece)."""
+    index = {p: i for i, p in enumerate(en_vocab.pieces())}
+    out = np.zeros((len(vocab), en_vectors.shape[1]), dtype=np.float32)
+    for i, p in enumerate(vocab.pieces()):
+        j = index.get(p)
+        if i >= N_SPECIAL and j is not None and j >= N_SPECIAL:
+            out[i] = en_vectors[j]
+    return out
+
+
+def dictionary_pieces(vocab: Vocab, en_vocab: Vocab, en_vectors: np.ndarray, pairs: list[tuple[str, str]]) -> np.ndarray:
+    """For a source piece that spells a whole dictionary word ('▁haus'),
+    the mean of its translations' English word vectors; zero elsewhere."""
+    from .dictionaries import group, segment, word_vectors
+
+    index = {p: i for i, p in enumerate(vocab.pieces())}
+    out = np.zeros((len(vocab), en_vectors.shape[1]), dtype=np.float32)
+    for s, ts in group(pairs).items():
+        i = index.get("\u2581" + s)
+        if i is not None and i >= N_SPECIAL:
+            out[i] = _unit(word_vectors(en_vectors, segment(en_vocab, ts)).mean(0, keepdims=True))[0]
+    return out
+
+
 def align_language(
     vocab: Vocab,
     src_ids: list[list[int]],
@@ -246,12 +370,112 @@ def align_language(
     mono_ids: list[list[int]] | None = None,
     vec_file: str = "",
     min_count: int = 3,
+    dictionary: list[tuple[str, str]] | None = None,
+    en_vocab: Vocab | None = None,
+    seeds: str = "dictionary",
+    en_words: dict[str, int] | None = None,
+    vector_options: dict | None = None,
+    mix: dict | None = None,
 ) -> Alignment:
-    """Query vectors for one source language: monolingual vectors (its own
-    side of the parallel data plus any monolingual text), rotated into the
-    English space with a dictionary induced from the parallel sentences."""
-    vecs, how = piece_vectors(vocab, list(mono_ids or []) + list(src_ids), dim, epochs, seed, max_sentences, vec_file)
-    dictionary = induce_dictionary(src_ids, tgt_ids, len(vocab), en_vectors.shape[0], min_count=min_count)
-    result = align_to_english(vecs, en_vectors, dictionary, seed)
-    result.report["vectors"] = how
-    return result
+    """Query vectors for one source language, in the English space.
+
+    Monolingual vectors (its own side of the parallel data plus any
+    monolingual text) are rotated into the English space by orthogonal
+    Procrustes. Seeds: the word pairs of `dictionary` (a word is the mean of
+    its pieces; needs `en_vocab`, the English pieces' vocabulary), the piece
+    pairs induced from the parallel sentences, or both; without a
+    dictionary, the induced pairs alone. 20% of the induced pairs are held
+    out from the rotation to report its piece-level precision@1. Without
+    `en_vocab` (or with mix {'procrustes': 1, others 0}) the queries are the
+    rotated vectors alone; otherwise the rotated vectors are mixed (MIX)
+    with the parallel-text projection, identical pieces and dictionary
+    translations."""
+    if seeds not in SEEDS:
+        raise DataError(f"seeds {seeds!r} unknown ({', '.join(SEEDS)})")
+    text = list(mono_ids or []) + list(src_ids)
+    if vec_file:
+        vecs, how = piece_vectors(vocab, text, dim, epochs, seed, max_sentences, vec_file)
+    else:
+        vecs = train_piece_vectors(vocab, text, dim, epochs, seed, max_sentences, **(vector_options or {}))
+        how = f"trained on {min(len(text), max_sentences)} sentences"
+    src_words = word_counts(vocab, text) if dictionary else None
+    return align_vectors(
+        vecs, vocab, src_ids, tgt_ids, en_vectors, seed, min_count, dictionary, en_vocab, seeds, src_words, en_words, mix, how
+    )
+
+
+def align_vectors(
+    vecs: np.ndarray,
+    vocab: Vocab,
+    src_ids: list[list[int]],
+    tgt_ids: list[list[int]],
+    en_vectors: np.ndarray,
+    seed: int = 1,
+    min_count: int = 3,
+    dictionary: list[tuple[str, str]] | None = None,
+    en_vocab: Vocab | None = None,
+    seeds: str = "dictionary",
+    src_words: dict[str, int] | None = None,
+    en_words: dict[str, int] | None = None,
+    mix: dict | None = None,
+    how: str = "",
+) -> Alignment:
+    """align_language after its monolingual vectors `vecs` exist."""
+    if seeds not in SEEDS:
+        raise DataError(f"seeds {seeds!r} unknown ({', '.join(SEEDS)})")
+    mix = dict(MIX if en_vocab is not None else {"procrustes": 1.0}, **(mix or {}))
+    induced = induce_dictionary(src_ids, tgt_ids, len(vocab), en_vectors.shape[0], min_count=min_count)
+    use_dict = bool(dictionary) and en_vocab is not None
+    if not use_dict and len(induced) < 10:
+        raise DataError(f"seed dictionary too small to align ({len(induced)} pairs; need 10)")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(induced))
+    n_test = max(1, int(len(induced) * 0.2)) if induced else 0
+    test = [induced[i] for i in order[:n_test]]
+    train = [induced[i] for i in order[n_test:]]
+    xs, ys = center(vecs), center(en_vectors)
+    rows_x, rows_y = [], []
+    if not use_dict or seeds in ("induced", "both"):
+        rows_x.append(xs[[s for s, _ in train]])
+        rows_y.append(ys[[e for _, e in train]])
+    n_dict = 0
+    if use_dict and seeds in ("dictionary", "both"):
+        dx, dy = dictionary_rows(xs, ys, vocab, en_vocab, dictionary, src_words, en_words)
+        n_dict = len(dx)
+        if n_dict < 10 and seeds == "dictionary":
+            rows_x.append(xs[[s for s, _ in train]])  # too few dictionary words in the text: add the induced pairs
+            rows_y.append(ys[[e for _, e in train]])
+        rows_x.append(dx)
+        rows_y.append(dy)
+    x_rows, y_rows = np.concatenate(rows_x), np.concatenate(rows_y)
+    if len(x_rows) < 10:
+        raise DataError(f"{vocab.lang}: too few seed pairs to align ({len(x_rows)}; need 10)")
+    w = procrustes(x_rows, y_rows)
+    rotated = _unit(xs @ w)
+    rotated[:N_SPECIAL] = 0.0
+    queries = mix.get("procrustes", 0.0) * rotated
+    parts = ["procrustes"]
+    if en_vocab is not None:
+        if mix.get("projection"):
+            queries = queries + mix["projection"] * project_cooccurrence(src_ids, tgt_ids, len(vocab), ys)
+            parts.append("projection")
+        if mix.get("identical"):
+            queries = queries + mix["identical"] * identical_pieces(vocab, en_vocab, ys)
+            parts.append("identical")
+        if mix.get("dictionary") and use_dict:
+            queries = queries + mix["dictionary"] * dictionary_pieces(vocab, en_vocab, ys, dictionary)
+            parts.append("dictionary")
+    queries = _unit(queries)
+    queries[:N_SPECIAL] = 0.0
+    report = {
+        "seeds": seeds if use_dict else "induced",
+        "dictionary_word_pairs_used": n_dict,
+        "dictionary_pairs": len(induced),
+        "train_pairs": len(train),
+        "held_out_pairs": len(test),
+        "precision_at_1": round(precision_at_1(rotated, ys, test), 4),
+        "precision_at_1_unaligned": round(precision_at_1(xs, ys, test), 4) if xs.shape[1] == ys.shape[1] else None,
+        "queries": "+".join(f"{mix.get(p, 0)}*{p}" for p in parts),
+        "vectors": how,
+    }
+    return Alignment(queries.astype(np.float32), report)
