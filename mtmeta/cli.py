@@ -308,6 +308,15 @@ def cmd_compare(args) -> int:
             raise DataError(f"{cfg.results}/results.jsonl holds no finished cells yet")
         print(json.dumps(write_report(cfg, rows), indent=1))
         return 0
+    if getattr(args, "pretrain_only", None):
+        from .compare import Comparison
+
+        unknown = [n for n in args.pretrain_only if n not in cfg.pretrain]
+        if unknown:
+            raise ConfigError(f"--pretrain-only {unknown}: not `pretrain` entries of {args.file} ({', '.join(cfg.pretrain)})")
+        comparison = Comparison(cfg, log=_log(args), progress=not _quiet(args))
+        print(json.dumps({n: comparison.ensure_pretrained(n) for n in args.pretrain_only}, indent=1))
+        return 0
     if getattr(args, "check_steps", None):
         from .compare import check_recipe
 
@@ -476,6 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("file", help="recipe with `pretrain` and `tiers` (e.g. recipes/compare.yaml)")
     s.add_argument("--dry-run", action="store_true", help="list the cells and which are done; run nothing")
     s.add_argument("--report-only", action="store_true", help="rebuild summary.md and the plots from results.jsonl")
+    s.add_argument("--pretrain-only", nargs="+", metavar="NAME", help="only pre-train these `pretrain` entries (in this order), where the grid will reuse them")
     s.add_argument("--check-steps", type=int, metavar="N", help="only check the recipe starts: N steps of each pre-training strategy, one short adaptation, a few translations")
     _add_compute_flags(s)
     s.set_defaults(func=cmd_compare)

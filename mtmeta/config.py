@@ -224,6 +224,7 @@ class TrainConfig:
     validate_every: int = 200
     bleu_sentences: int = 100  # per validation, decoded greedily
     save_every: int = 200
+    snapshot_tokens: int = 0  # > 0: also keep weights-only snapshots every this many target tokens
     patience: int = 0  # validations without improvement before stopping; 0 = never
     select_metric: str = "loss"  # which validation score picks best.pt: loss | bleu | chrf
     seed: int = 1
@@ -254,8 +255,8 @@ class TrainConfig:
             raise ConfigError("set a budget: max_steps, max_minutes or max_train_tokens")
         if self.max_tokens < 16:
             raise ConfigError("max_tokens must be at least 16")
-        if self.warmup_tokens < 0 or self.warmup_steps < 0:
-            raise ConfigError("warmup_steps and warmup_tokens must be >= 0")
+        if self.warmup_tokens < 0 or self.warmup_steps < 0 or self.snapshot_tokens < 0:
+            raise ConfigError("warmup_steps, warmup_tokens and snapshot_tokens must be >= 0")
         if self.temperature <= 0:
             raise ConfigError("temperature must be positive")
 

@@ -45,6 +45,7 @@ class EngineSettings:
     patience: int = 0
     log_every: int = 20
     seed: int = 1
+    snapshot_tokens: int = 0
 
     @classmethod
     def from_config(cls, cfg) -> "EngineSettings":
@@ -158,6 +159,18 @@ class Engine:
             },
         )
 
+    def save_snapshot(self) -> None:
+        """Weights only (no optimizer state), each time training passes a
+        multiple of `snapshot_tokens`: intermediate models to adapt and score
+        (how results depend on the pre-training budget)."""
+        if self.rank != 0:
+            return
+        millions = self.tokens / 1e6
+        path = self.output / "snapshots" / f"tokens-{self.tokens:012d}.pt"  # sorts by tokens
+        save_checkpoint(path, self.bundle, run_config=self.run_config, history=self.history,
+                        snapshot={"step": self.step, "tokens": self.tokens})
+        self.log(f"snapshot at {millions:.1f}M target tokens -> {path}")
+
     def save_last(self) -> None:
         """Write last.pt. Distributed, a collective: every rank's sampler and
         RNG state are gathered into it and rank 0 writes it."""
@@ -247,6 +260,25 @@ class Engine:
         return self.budget_left() and not self._stop_signal
 
     # --- loop --------------------------------------------------------------------
+    def train_one_step(self) -> dict:
+        """One update: the strategy's gradients (under the precision's autocast),
+        clipping, the learning rate, the optimizer step. What training runs and
+        what benchmarks/bench_train.py measures."""
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.hardware.autocast():
+            stats = self.strategy.train_step(self)
+        if self.world_size > 1:  # distributed: average gradients; count every rank's tokens
+            dist_util.all_reduce_gradients(self.params)
+            ntokens, loss = dist_util.all_reduce_sum([stats["ntokens"], stats["loss"]])
+            stats = {**stats, "ntokens": int(ntokens), "loss": loss / self.world_size}
+        if self.settings.clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, self.settings.clip_norm)
+        lr = self.set_lr(stats["ntokens"])
+        self.optimizer.step()
+        self.step += 1
+        self.tokens += stats["ntokens"]
+        return {**stats, "lr": lr}
+
     def validate(self) -> dict:
         if self.world_size > 1:
             # Distributed: rank 0 validates (and writes best.pt) while the others wait for its
@@ -316,20 +348,12 @@ class Engine:
         try:
             while not stopped_early and self._keep_going():
                 t0 = time.time()
-                self.optimizer.zero_grad(set_to_none=True)
-                with self.hardware.autocast():
-                    stats = self.strategy.train_step(self)
-                if self.world_size > 1:  # distributed: average gradients; count every rank's tokens
-                    dist_util.all_reduce_gradients(self.params)
-                    ntokens, loss = dist_util.all_reduce_sum([stats["ntokens"], stats["loss"]])
-                    stats = {**stats, "ntokens": int(ntokens), "loss": loss / self.world_size}
-                if s.clip_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(self.params, s.clip_norm)
-                lr = self.set_lr(stats["ntokens"])
-                self.optimizer.step()
-                self.step += 1
-                self.tokens += stats["ntokens"]
+                tokens_before = self.tokens
+                stats = self.train_one_step()
+                lr = stats["lr"]
                 self.elapsed += time.time() - t0
+                if s.snapshot_tokens and self.tokens // s.snapshot_tokens > tokens_before // s.snapshot_tokens:
+                    self.save_snapshot()
                 window_tokens += stats["ntokens"]
                 bar.update(int(self._budget_fraction() * 1000) - bar.n)
                 if self.step % s.log_every == 0:

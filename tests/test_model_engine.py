@@ -365,3 +365,13 @@ def test_token_schedule_gives_the_same_lr_at_the_same_tokens() -> None:
     assert f(SimpleNamespace(settings=settings, tokens=0, step=0), 250) == pytest.approx(0.25)  # warming up
     steps = EngineSettings(warmup_steps=4)
     assert f(SimpleNamespace(settings=steps, tokens=10**6, step=1), 100) == pytest.approx(0.5)  # by updates
+
+
+def test_snapshots_every_n_tokens_are_weights_only_and_loadable(prepared: Path, tmp_path: Path) -> None:
+    r = run_train(prepared, tmp_path / "s", 6, resume=False, bleu_sentences=0, snapshot_tokens=400)
+    snaps = sorted((tmp_path / "s" / "snapshots").glob("tokens-*.pt"))
+    assert len(snaps) == r["tokens"] // 400 >= 2
+    state = read_checkpoint(snaps[0])
+    assert "train_state" not in state and 400 <= state["snapshot"]["tokens"] < 800
+    bundle, _ = load_bundle(snaps[-1])
+    assert bundle.languages() == ["de", "es", "fr"]
