@@ -182,6 +182,9 @@ def adapt_set(cfg: CompareConfig, data: str, lang: str, size: int, draw: int) ->
 # --- running -------------------------------------------------------------------------
 
 
+RUN_PLACE = ("device", "threads")  # TrainConfig fields that say where a pre-training runs, not what it trains
+
+
 class Comparison:
     def __init__(self, cfg: CompareConfig, log=print, progress: bool = True):
         cfg.validate()
@@ -209,8 +212,11 @@ class Comparison:
         for path in (done, started):
             if path.is_file():
                 old = json.loads(path.read_text(encoding="utf-8")).get("settings", settings)
-                if old != settings:
-                    changed = sorted(k for k in settings if old.get(k) != settings[k])
+                # Where it runs (device, threads) is not what it is: a run may move to another
+                # machine or thread count between resumes (floating-point order changes, as on
+                # any other machine; each segment's hardware is in its train_log.jsonl).
+                changed = sorted(k for k in settings if k not in RUN_PLACE and old.get(k) != settings[k])
+                if changed:
                     raise ConfigError(
                         f"pre-training {name!r} in {out} was started with other settings ({', '.join(changed)}); "
                         "its cells would mix two models. Restore the recipe, or move that folder and its result rows away"

@@ -345,6 +345,11 @@ class Engine:
         window_tokens, window_start = 0, time.time()
         # A resumed run that had already stopped early stays stopped (same result as never killed).
         stopped_early = bool(s.patience and self.bad_validations >= s.patience)
+        if not stopped_early and self.budget_left():
+            # Each run segment (first start or resume) records where it ran: thread count and
+            # device change floating-point order, so a segment is bit-reproducible on its own setting.
+            self._write_log({"segment": {"step": self.step, "tokens": self.tokens, "resumed": bool(resumed),
+                                         "hardware": self.hardware.describe(), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}})
         try:
             while not stopped_early and self._keep_going():
                 t0 = time.time()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,14 +71,6 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-def default_threads() -> int:
-    """All cores this process may use (torch's own default), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
 @dataclass(frozen=True)
 class Hardware:
     """Where and how a run computes."""
@@ -109,15 +100,15 @@ class Hardware:
 
 def setup(device: str = "auto", precision: str = "auto", threads: int = 0) -> Hardware:
     """Resolve the settings (one clear ConfigError for impossible ones) and
-    apply the thread count. threads 0: torch's default (every core)."""
+    apply the thread count. threads 0: leave torch's setting as it is (every
+    core, unless OMP_NUM_THREADS or the caller said otherwise)."""
     dev = resolve_device(device)
     dtype = resolve_precision(precision, dev)
     if threads < 0:
         raise ConfigError(f"threads must be >= 0 (0: every core), got {threads}")
-    n = threads or default_threads()
-    if torch.get_num_threads() != n:
-        torch.set_num_threads(n)
-    return Hardware(dev, dtype, n)
+    if threads and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return Hardware(dev, dtype, torch.get_num_threads())
 
 
 def cpu_fp32() -> Hardware:
