@@ -31,12 +31,12 @@ from mtmeta import config as C
 from mtmeta import hardware
 from mtmeta.checkpoint import Bundle
 from mtmeta.data import PairData
-from mtmeta.engine import Engine, EngineSettings
+from mtmeta.engine import Engine
 from mtmeta.model import build_model
 from mtmeta.strategies import MultitaskStrategy
 from mtmeta.strategies.meta import MetaStrategy
 from mtmeta.tasks import Task, TaskSampler
-from mtmeta.training import load_prepared_vocabs
+from data_prep.prepared import load_prepared_vocabs
 
 LANGS = ["cs", "de", "fr", "ru"]  # four real tasks of different sizes and scripts
 
@@ -99,7 +99,7 @@ def model_flops_per_step(model, src_tokens: int, tgt_tokens: int) -> float:
 def run_setup(name: str, args, hw_fp32: hardware.Hardware, hw_bf16: hardware.Hardware) -> dict:
     preset, embedding, strategy = SETUPS[name]
     bundle, strat = build(args.data, preset, embedding, strategy, args.max_tokens)
-    settings = EngineSettings(lr=5e-4, warmup_steps=100, max_steps=10**9, validate_every=0, save_every=0)
+    settings = C.TrainConfig(lr=5e-4, warmup_steps=100, max_steps=10**9, validate_every=0, save_every=0)
     with tempfile.TemporaryDirectory() as tmp:
         engine = Engine(bundle, strat, settings, tmp, log=lambda *_: None, progress=False, hardware=hw_fp32)
         per = {"fp32": [], "bf16": []}
@@ -167,7 +167,7 @@ def main() -> None:
         "matmul_gflops_after": {k: round(v) for k, v in peak_after.items()},
         "setups": rows,
     }
-    from evaluation.scoring import write_json
+    from mtmeta.scoring import write_json
 
     write_json(out, args.out)
 

@@ -62,7 +62,7 @@ def main() -> None:
             "curve": [{"tokens": h["tokens"], "valid_nll": round(h["valid_nll"], 4)} for h in history],
         })
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "curve"}), flush=True)
-    from evaluation.scoring import write_json
+    from mtmeta.scoring import write_json
 
     write_json({"command": "python -m benchmarks.size_sweep " + " ".join(
         f"--{k} {' '.join(v) if isinstance(v, list) else v}" for k, v in vars(args).items()), "runs": rows}, args.out)

@@ -15,8 +15,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from mtmeta.config import LANG_RE
+from .config import LANG_RE
 from mtmeta.errors import DataError
+from mtmeta.safe_io import read_text_lines
 
 from .corpus import ROLES, TARGET_LANG, ParallelText
 
@@ -45,31 +46,13 @@ def check_role(role: str, where: str = "") -> str:
 
 
 def read_lines(path: str | os.PathLike[str]) -> list[str]:
-    """Strict UTF-8 lines with only the line terminator ("\\n" / "\\r\\n") removed.
-
-    Splits on "\\n" alone: str.splitlines() would also break on U+2028, U+0085
-    etc. inside a sentence and silently misalign the two sides.
-    """
-    p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{p}: file not found") from None
-    except OSError as exc:
-        raise DataError(f"{p}: cannot read ({exc.strerror or exc})") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line_no = data.count(b"\n", 0, exc.start) + 1
-        raise DataError(
-            f"{p} line {line_no}: not valid UTF-8 (byte {data[exc.start]:#04x} at offset {exc.start})"
-        ) from None
-    if not text:
-        raise DataError(f"{p} is empty (0 lines)")
-    lines = text.split("\n")
-    if lines[-1] == "":  # terminator of the last line, not an extra empty line
-        lines.pop()
-    return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+    """Strict UTF-8 lines with only the line terminator removed: the one
+    reader of text (mtmeta.safe_io.read_text_lines, shared with adapt and
+    translate). Splits on "\\n" alone: str.splitlines() would also break on
+    U+2028, U+0085 etc. inside a sentence and silently misalign the two
+    sides. A CR-only file is split on CR and NUL characters are removed,
+    each said on stderr."""
+    return read_text_lines(path)
 
 
 def check_aligned(src: list[str], tgt: list[str], src_name: str, tgt_name: str) -> None:

@@ -26,7 +26,10 @@ class Vocab:
     def __init__(self, model_proto: bytes, lang: str):
         self.lang = lang
         self.proto = bytes(model_proto)
-        self.sp = spm.SentencePieceProcessor(model_proto=self.proto)
+        try:
+            self.sp = spm.SentencePieceProcessor(model_proto=self.proto)
+        except Exception as e:  # sentencepiece raises RuntimeError / OSError on a corrupt model
+            raise DataError(f"sentencepiece model for {lang!r} is corrupt ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})") from None
         if self.sp.pad_id() != PAD or self.sp.eos_id() != EOS or self.sp.unk_id() != UNK:
             raise DataError(f"sentencepiece model for {lang!r} does not use fairseq special ids")
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from data_prep.prepare import read_protected
 from data_prep.sources import read_lines
-from mtmeta.compare import option_scores, plan_size, tier_rows
+from mtmeta.compare_plan import option_scores, plan_size, tier_rows
 from mtmeta.errors import DataError
-from .scoring import paired_bootstrap, write_json
+from mtmeta.scoring import paired_bootstrap, write_json
 
 METRICS = (("bleu", "BLEU"), ("chrf", "chrF"), ("tok_bleu", "tok-BLEU"))
 
@@ -341,7 +341,7 @@ def write_report(cfg, rows: list[dict], log=print) -> dict:
 
 
 def main(argv=None) -> int:
-    from mtmeta.compare import load_rows
+    from mtmeta.compare_plan import load_rows
     from mtmeta.config import load_compare_yaml
 
     ap = argparse.ArgumentParser(description="Rebuild a comparison's summary and plots from its results.jsonl")

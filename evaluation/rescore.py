@@ -17,7 +17,7 @@ from pathlib import Path
 from sacrebleu.metrics import BLEU, CHRF
 
 from data_prep.sources import read_lines
-from mtmeta.compare import load_rows
+from mtmeta.compare_plan import load_rows
 from mtmeta.errors import DataError
 
 

@@ -21,25 +21,23 @@ from types import SimpleNamespace
 import torch
 
 from data_prep import sources
-from data_prep.cleaning import normalize, normalize_protected
+from data_prep.cleaning import normalize_protected
 from data_prep.corpus import ParallelText
 from data_prep.prepare import load_ulr_vectors, read_protected
-from data_prep.dictionaries import adapt_dictionary
-from data_prep.vectors import align_language
-from data_prep.vocab import train_vocab
-from evaluation.scoring import write_json
+from data_prep.prepared import load_prepared_vocabs
+from .scoring import write_json
 from .checkpoint import Bundle, load_bundle, save_checkpoint
 from .config import AdaptConfig
 from .data import PairData
-from .engine import Engine, EngineSettings
+from .engine import Engine
 from .errors import ConfigError
 from . import hardware
+from .languages import add_language
 from .model import build_model
-from .model.ulr import UniversalLexicalEmbedding
+from .model.transformer import needs_vectors
 from .regularizers import EWC, L2Prior, anchor_parameters, estimate_fisher, parameter_distance, tuned_names
 from .strategies import FineTuneStrategy, select_parameters
 from .tasks import Task, TaskSampler
-from .training import load_prepared_vocabs
 from .validation import Validator
 
 
@@ -53,55 +51,6 @@ def load_adapt_texts(cfg: AdaptConfig) -> tuple[ParallelText, ParallelText]:
         valid = sources.load_plain_files(*cfg.valid_files, lang=cfg.lang, role="adapt-valid")
         return normalize_protected(train), normalize_protected(valid)
     return read_protected(cfg.data, cfg.lang, "adapt"), read_protected(cfg.data, cfg.lang, "adapt-valid")
-
-
-def add_language(bundle: Bundle, cfg: AdaptConfig, train: ParallelText, log=print) -> dict:
-    """Make `cfg.lang` encodable: reuse what the model has, or give it a new
-    vocabulary and table (with ULR: query vectors aligned to English from
-    the adapt set and any monolingual text). Returns what was done."""
-    embed = bundle.model.src_embed
-    lang = cfg.lang
-    if lang in embed.lang_table:
-        return {"vocabulary": "known"}
-    if "src" in embed.tables:  # joint source vocabulary: the new language shares it
-        embed.add_language(lang, None, table="src")
-        return {"vocabulary": "joint"}
-    mono = [normalize(x) for f in cfg.mono_files for x in sources.read_lines(f) if x.strip()]
-    vocab = train_vocab(train.src + mono, lang, cfg.src_vocab_size, cfg.seed)
-    bundle.src_vocabs[lang] = vocab
-    info = {"vocabulary": "new", "pieces": len(vocab)}
-    log(f"{lang}: new source vocabulary of {len(vocab)} pieces from {len(train.src) + len(mono)} sentences")
-    if not isinstance(embed, UniversalLexicalEmbedding):
-        embed.add_language(lang, len(vocab))
-        return info
-    if cfg.random_queries:
-        g = torch.Generator().manual_seed(cfg.seed)
-        queries = torch.nn.functional.normalize(torch.randn(len(vocab), embed.query_dim, generator=g), dim=-1)
-        info["queries"] = "random"
-    else:
-        al = align_language(
-            vocab,
-            vocab.encode_batch(train.src),
-            bundle.tgt_vocab.encode_batch(train.tgt),
-            embed.en_vectors.numpy(),
-            embed.query_dim,
-            cfg.vector_epochs,
-            cfg.seed,
-            max_sentences=50000,
-            mono_ids=vocab.encode_batch(mono) if mono else None,
-            vec_file=cfg.vector_file,
-            min_count=2,
-            dictionary=adapt_dictionary(cfg.dictionary, cfg.data, lang),
-            en_vocab=bundle.tgt_vocab,
-        )
-        queries = torch.from_numpy(al.vectors)
-        info["alignment"] = al.report
-        log(
-            f"{lang}: ULR queries aligned with a {al.report['dictionary_pairs']}-pair dictionary, "
-            f"precision@1 {al.report['precision_at_1']:.3f} on held-out pairs"
-        )
-    embed.add_language(lang, len(vocab), queries=queries)
-    return info
 
 
 # --- source languages: forgetting report and EWC data ----------------------------
@@ -249,7 +198,7 @@ def adapt(
         start = cfg.checkpoint
     else:
         en, _, _ = load_prepared_vocabs(cfg.data, [])
-        ulr = load_ulr_vectors(cfg.data) if cfg.model.embedding == "ulr" else None
+        ulr = load_ulr_vectors(cfg.data) if needs_vectors(cfg.model) else None
         torch.manual_seed(cfg.seed)
         bundle = Bundle(build_model(cfg.model, len(en), {}, ulr=ulr), en, {})
         start = "scratch"
@@ -291,7 +240,7 @@ def adapt(
     engine = Engine(
         bundle,
         strategy,
-        EngineSettings.from_config(cfg),
+        cfg,
         cfg.output,
         validate=validator,
         run_config={"kind": "adapt", **dataclasses.asdict(cfg)},

@@ -9,7 +9,6 @@ leaves the previous checkpoint intact.
 from __future__ import annotations
 
 import dataclasses
-import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +17,9 @@ import torch
 
 from data_prep.vocab import Vocab
 from .config import ModelConfig, from_dict
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, MtmetaError
 from .model import MultilingualTransformer
+from .safe_io import atomic_save
 
 FORMAT = 1
 
@@ -61,9 +61,21 @@ def save_checkpoint(path: str | Path, bundle: Bundle, **extra) -> None:
         "src_vocabs": {name: v.proto for name, v in bundle.src_vocabs.items()},
         **extra,
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    # torch.save into <path>.tmp (same bytes as before), fsync, rename; a full disk is one
+    # line naming the file (torch itself says only "unexpected pos 64 vs 0") and the
+    # previous checkpoint stays as it was.
+    atomic_save(path, lambda tmp: torch.save(state, tmp), "checkpoint", needed_bytes=_nbytes(state))
+
+
+def _nbytes(x) -> int:
+    """About how many bytes torch.save writes for `x` (to tell a full disk)."""
+    if isinstance(x, torch.Tensor):
+        return x.numel() * x.element_size()
+    if isinstance(x, dict):
+        return sum(_nbytes(v) for v in x.values())
+    if isinstance(x, (list, tuple)):
+        return sum(_nbytes(v) for v in x)
+    return len(x) if isinstance(x, bytes) else 0
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -89,8 +101,11 @@ def bundle_from_state(state: dict, path: str | Path = "checkpoint") -> Bundle:
         model.load_state_dict(state["model"])
     except RuntimeError as e:
         raise CheckpointError(f"{path}: weights do not match the recorded model ({str(e).splitlines()[0]})") from None
-    tgt = Vocab(state["tgt_vocab"], "en")
-    src = {name: Vocab(proto, name) for name, proto in state["src_vocabs"].items()}
+    try:
+        tgt = Vocab(state["tgt_vocab"], "en")
+        src = {name: Vocab(proto, name) for name, proto in state["src_vocabs"].items()}
+    except MtmetaError as e:
+        raise CheckpointError(f"{path}: {e}") from None
     return Bundle(model, tgt, src)
 
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
+import os
 import sys
 from pathlib import Path
 
 from . import config as C
+from .cliargs import add_config_arguments, apply_arguments, given, parse_sets
 from .errors import ConfigError, DataError, MtmetaError
 
 
@@ -29,19 +32,49 @@ def _section(path: str | None, cls: type, key: str):
     return C.from_dict(cls, data, where=f"{p.name}:{key}")
 
 
-def _override(cfg, **values):
-    changes = {k: v for k, v in values.items() if v is not None}
-    return dataclasses.replace(cfg, **changes)
+def _with_preset(model: C.ModelConfig, preset: str | None) -> C.ModelConfig:
+    """--preset NAME: the preset's sizes; the embedding (and its temperature) stay
+    what the config says, so `embedding: ulr` is not dropped by a size preset."""
+    if not preset:
+        return model
+    return dataclasses.replace(C.MODEL_PRESETS[preset], embedding=model.embedding, ulr_tau=model.ulr_tau)
 
 
-def _add_compute_flags(s: argparse.ArgumentParser) -> None:
-    s.add_argument("--device", choices=list(C.DEVICES), help="auto: CUDA when a GPU is visible, else CPU (default: the config's, auto)")
-    s.add_argument("--precision", choices=list(C.PRECISIONS), help="auto: bf16 autocast where the hardware runs it natively, else fp32")
-    s.add_argument("--threads", type=int, help="CPU threads (0: every core; 1 when another job shares a 2-core machine)")
+def _check_output_dir(path: str | Path, flag: str) -> None:
+    """A folder the run can create or write into: checked before any work."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{flag} {p}: exists and is not a folder; choose a folder path")
+    _check_writable_parent(p if p.is_dir() else p.parent, flag, p)
+
+
+def _check_output_file(path: str | Path, flag: str) -> None:
+    """A file the command can write: its folder exists and is writable, and the
+    path is not a folder. Checked before decoding, not after."""
+    p = Path(path)
+    if p.is_dir() or str(path).endswith(("/", "\\")) or p.name in ("", ".", ".."):
+        raise ConfigError(f"{flag} {path}: is a folder; give a file path")
+    if not p.parent.is_dir():
+        raise ConfigError(f"{flag} {path}: folder {p.parent} does not exist; create it first")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise ConfigError(f"{flag} {path}: not writable")
+    _check_writable_parent(p.parent, flag, p)
+
+
+def _check_writable_parent(folder: Path, flag: str, target: Path) -> None:
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise ConfigError(f"{flag} {target}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {target}: cannot write in {existing} (permission denied or read-only)")
 
 
 def _compute(args) -> dict:
-    return {k: getattr(args, k, None) for k in ("device", "precision", "threads")}
+    """--device/--precision/--threads of `recipe run` and `compare` (every computing section)."""
+    values = given(args)
+    return {k: values.get(k) for k in ("device", "precision", "threads")}
 
 
 def _quiet(args) -> bool:
@@ -63,28 +96,8 @@ def cmd_prepare(args) -> int:
         cfg.sources = [C.SourceSpec(type="pack", path=args.pack)]
     for spec in args.source or []:
         cfg.sources.append(C.from_dict(C.SourceSpec, _kv(spec), where="--source"))
-    cfg = _override(
-        cfg,
-        output=args.output,
-        train_langs=args.train_langs,
-        target_langs=args.target_langs,
-        vocab_mode=args.vocab_mode,
-        max_pairs_per_lang=args.max_pairs_per_lang,
-        src_vocab_size=args.src_vocab_size,
-        tgt_vocab_size=args.tgt_vocab_size,
-        ulr_vectors=args.ulr_vectors or None,
-        vector_dim=args.vector_dim,
-        num_universal=args.num_universal,
-    )
-    for spec in args.vectors or []:
-        lang, _, path = spec.partition("=")
-        cfg.vector_files[lang] = path
-    for spec in args.mono or []:
-        lang, _, path = spec.partition("=")
-        cfg.mono_files.setdefault(lang, []).append(path)
-    for spec in args.dictionary or []:
-        lang, _, path = spec.partition("=")
-        cfg.dictionaries[lang] = path
+    cfg = apply_arguments(cfg, args)
+    cfg.validate()
     summary = prepare(cfg, log=_log(args))
     print(json.dumps({k: summary[k] for k in ("train_langs", "target_langs", "totals", "contamination")}, indent=1))
     return 0
@@ -102,34 +115,13 @@ def _kv(spec: str) -> dict:
 
 
 def cmd_train(args) -> int:
-    from .training import train
+    from .training import check_train, train
 
     cfg = _section(args.config, C.TrainConfig, "train")
-    if args.preset:
-        cfg.model = dataclasses.replace(C.MODEL_PRESETS[args.preset])
-    if args.embedding:
-        cfg.model = dataclasses.replace(cfg.model, embedding=args.embedding)
-    if args.meta_variant:
-        cfg.meta = dataclasses.replace(cfg.meta, variant=args.meta_variant)
-    if args.meta_valid_lang:
-        cfg.meta = dataclasses.replace(cfg.meta, meta_valid_lang=args.meta_valid_lang)
-    cfg = _override(
-        cfg,
-        data=args.data,
-        output=args.output,
-        strategy=args.strategy,
-        langs=args.langs,
-        parent_lang=args.parent_lang,
-        max_steps=args.max_steps,
-        max_minutes=args.max_minutes,
-        max_train_tokens=args.max_train_tokens,
-        max_tokens=args.max_tokens,
-        lr=args.lr,
-        seed=args.seed,
-        validate_every=args.validate_every,
-        save_every=args.save_every,
-        **_compute(args),
-    )
+    cfg = dataclasses.replace(cfg, model=_with_preset(cfg.model, args.preset))
+    cfg = apply_arguments(cfg, args)
+    check_train(cfg)
+    _check_output_dir(cfg.output, "--output")
     # Under torchrun (train joins the workers' process group): rank 0 prints the result.
     from . import distributed
 
@@ -148,43 +140,26 @@ def cmd_adapt(args) -> int:
     cfg = _section(args.config, C.AdaptConfig, "adapt")
     if args.scratch:
         cfg.checkpoint = ""
-    if args.preset:
-        cfg.model = dataclasses.replace(C.MODEL_PRESETS[args.preset])
-    cfg = _override(
-        cfg,
-        checkpoint=args.checkpoint,
-        lang=args.lang,
-        data=args.data,
-        output=args.output,
-        tune=args.tune,
-        train_files=args.train_files,
-        valid_files=args.valid_files,
-        max_steps=args.max_steps,
-        max_minutes=args.max_minutes,
-        max_tokens=args.max_tokens,
-        lr=args.lr,
-        seed=args.seed,
-        validate_every=args.validate_every,
-        patience=args.patience,
-        zero_shot=args.zero_shot or None,
-        random_queries=args.random_queries or None,
-        vector_file=args.vector_file,
-        mono_files=args.mono_files,
-        dictionary=args.dictionary,
-        regularizer=args.regularizer,
-        reg_lambda=args.reg_lambda,
-        fisher_batches=args.fisher_batches,
-        forgetting_lang=args.forgetting_lang,
-        **_compute(args),
-    )
+    cfg = dataclasses.replace(cfg, model=_with_preset(cfg.model, args.preset))
+    cfg = apply_arguments(cfg, args)
+    cfg.validate()
+    _check_output_dir(cfg.output, "--output")
     result = adapt(cfg, log=_log(args), progress=not _quiet(args), resume=not args.restart)
     print(json.dumps(result, indent=1))
     return 0
 
 
-def _translator(args, lang: str):
+def _decode_settings(args) -> C.EvalConfig:
+    """translate/evaluate: the decoding settings of the command line (EvalConfig)."""
+    ev = apply_arguments(C.EvalConfig(), args)
+    ev.validate("evaluate")
+    return ev
+
+
+def _translator(args, ev: C.EvalConfig):
     """The engine `translate` asked for, as a function of the input lines;
     an unusable model or setting fails here, before any input is read."""
+    lang = ev.lang
     engine = getattr(args, "engine", "native")
     if engine == "ctranslate2":
         from .export import open_export
@@ -194,15 +169,13 @@ def _translator(args, lang: str):
             raise ConfigError("--engine ctranslate2 needs --model DIR (a folder written by `mtmeta export`)")
         model = open_export(path, compute_type=args.compute_type or "auto")
         model.src_vocab(lang)  # unknown language: fail before reading input
-        return lambda lines, progress: model.translate(lang, lines, beam=args.beam, batch_sentences=args.batch_size, progress=progress)
+        return lambda lines, progress: model.translate(lang, lines, beam=ev.beam, batch_sentences=ev.batch_sentences, progress=progress)
     if args.model:
         raise ConfigError("--model is the exported folder for --engine ctranslate2; the native engine reads --checkpoint FILE")
     if args.compute_type:
         raise ConfigError("--compute-type applies to --engine ctranslate2 only")
     if not args.checkpoint:
         raise ConfigError("translate needs --checkpoint FILE (or --engine ctranslate2 --model DIR)")
-    import torch
-
     from .checkpoint import load_bundle
     from .decoding import translate
     from .hardware import setup
@@ -211,35 +184,39 @@ def _translator(args, lang: str):
     bundle.src_vocab(lang)  # unknown language: fail before reading input
     if not args.no_fold:
         bundle.model.fold_embeddings()
-    hw = setup("auto", "fp32", torch.get_num_threads())  # a GPU when there is one; torch's thread count as it is
-    return lambda lines, progress: translate(bundle, lang, lines, beam=args.beam, batch_sentences=args.batch_size, progress=progress, hw=hw)
+    hw = setup(ev.device, ev.precision, ev.threads)  # defaults: a GPU when there is one, fp32, torch's thread count as it is
+    return lambda lines, progress: translate(bundle, lang, lines, beam=ev.beam, batch_sentences=ev.batch_sentences, progress=progress, hw=hw)
 
 
 def cmd_translate(args) -> int:
-    from data_prep.sources import read_lines
+    from data_prep.cleaning import normalize
 
-    C.check_lang(args.lang, "--lang")
-    run = _translator(args, args.lang)
+    from .safe_io import atomic_write_text, read_text_lines, write_stdout
+
+    if "lang" not in given(args):
+        raise ConfigError("translate needs --lang (the source language)")
+    ev = _decode_settings(args)
+    C.check_lang(ev.lang, "--lang")
+    if args.output:
+        _check_output_file(args.output, "--output")
+    run = _translator(args, ev)
+    # The one text reader (as prepare and adapt read): strict UTF-8 naming the line,
+    # CR-only files split, NUL removed (said on stderr); then the normalisation the
+    # model's source text had in prepare (NFKC, control characters, whitespace).
     if args.input and args.input != "-":
-        lines = read_lines(args.input)
-        where = args.input
+        lines = read_text_lines(args.input)
     else:
-        try:
-            lines = [line.rstrip("\r\n") for line in sys.stdin]
-        except UnicodeDecodeError as e:
-            raise DataError(f"stdin: not UTF-8 (byte {e.start})") from None
-        where = "stdin"
-    if not lines:
-        raise DataError(f"{where}: no input sentences")
+        # Bytes, not sys.stdin's text: its surrogateescape would let bad bytes through.
+        stdin = getattr(sys.stdin, "buffer", None)
+        data = stdin.read() if stdin is not None else sys.stdin.read().encode("utf-8", "surrogateescape")
+        lines = read_text_lines(data, where="stdin")
+    lines = [normalize(line) for line in lines]
     hyps = run(lines, not _quiet(args))
     text = "\n".join(hyps) + "\n"
-    if args.output:
-        out = Path(args.output)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(out)
+    if args.output:  # temp file, fsync, rename: a full disk leaves no partial file
+        atomic_write_text(args.output, text, "translations")
     else:
-        sys.stdout.write(text)
+        write_stdout(text)  # checked: a short write is an error, not exit 0
     return 0
 
 
@@ -252,40 +229,42 @@ def cmd_export(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from evaluation.scoring import score_files, write_json
+    from .scoring import score_files, write_json
 
     if args.hyp or args.ref:
         if not (args.hyp and args.ref):
             raise ConfigError("--hyp and --ref go together")
+        if args.output:
+            _check_output_file(args.output, "--output")
         result = score_files(args.hyp, args.ref)
         if args.output:
             write_json(result, args.output)
     else:
-        from .evaluate import evaluate_checkpoint
+        from .score_testset import evaluate_checkpoint
 
         engine = args.engine
         if engine == "native" and (args.model or args.compute_type):
             raise ConfigError(f"{'--model' if args.model else '--compute-type'} applies to --engine ctranslate2 only (the native engine reads --checkpoint FILE)")
         model = (args.model or args.checkpoint) if engine == "ctranslate2" else args.checkpoint
-        if not (model and args.lang):
+        if not (model and "lang" in given(args)):
             raise ConfigError("evaluate needs --checkpoint FILE (or --engine ctranslate2 --model DIR) and --lang, or --hyp and --ref")
-        C.check_lang(args.lang, "--lang")
+        ev = _decode_settings(args)
+        C.check_lang(ev.lang, "--lang")
+        _check_output_dir(args.output_dir, "--output-dir")
         hw = None
         if engine == "native":
-            import torch
-
             from .hardware import setup
 
-            hw = setup("auto", "fp32", torch.get_num_threads())
+            hw = setup(ev.device, ev.precision, ev.threads)
         result = evaluate_checkpoint(
             model,
-            args.lang,
+            ev.lang,
             args.data,
             args.output_dir,
-            test=args.test,
-            beam=args.beam,
-            batch_sentences=args.batch_size,
-            max_sentences=args.max_sentences or 0,
+            test=ev.test or None,
+            beam=ev.beam,
+            batch_sentences=ev.batch_sentences,
+            max_sentences=ev.max_sentences,
             progress=not _quiet(args),
             engine=engine,
             compute_type=args.compute_type or "auto",
@@ -296,13 +275,21 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .compare import load_rows, run_compare
-
-    cfg = C.load_compare_yaml(args.file)
+    cfg = C.load_compare_yaml(args.file, overrides=parse_sets(getattr(args, "set", None)))
     _override_sections(cfg, args)
-    if getattr(args, "report_only", False):
-        from evaluation.compare_report import write_report
+    with _work_lock(cfg, args):
+        return _compare_command(cfg, args)
 
+
+def _compare_command(cfg, args) -> int:
+    # The CLI is the top floor: it runs the grid (mtmeta/compare.py) and then writes the
+    # report from its rows (evaluation/compare_report.py, the layer above the runner).
+    from evaluation.compare_report import write_report
+
+    from .compare import run_compare
+    from .compare_plan import load_rows
+
+    if getattr(args, "report_only", False):
         rows = load_rows(Path(cfg.results) / "results.jsonl")
         if not rows:
             raise DataError(f"{cfg.results}/results.jsonl holds no finished cells yet")
@@ -322,8 +309,25 @@ def cmd_compare(args) -> int:
 
         print(json.dumps(check_recipe(cfg, args.check_steps, log=_log(args)), indent=1))
         return 0
-    run_compare(cfg, log=_log(args), progress=not _quiet(args), dry_run=getattr(args, "dry_run", False))
+    dry_run = getattr(args, "dry_run", False)
+    rows = run_compare(cfg, log=_log(args), progress=not _quiet(args), dry_run=dry_run)
+    if rows and not dry_run:
+        paths = write_report(cfg, rows, log=_log(args))
+        _log(args)(f"summary: {paths['summary']}")
     return 0
+
+
+def _work_lock(cfg, args):
+    """One run at a time in a recipe's work folder. Not for --dry-run and --report-only
+    (they only read it), nor --pretrain-only: several pre-trainings may run side by side,
+    each holding the lock of its own output folder (the engine's)."""
+    import contextlib
+
+    from .safe_io import OutputLock
+
+    if getattr(args, "dry_run", False) or getattr(args, "report_only", False) or getattr(args, "pretrain_only", None):
+        return contextlib.nullcontext()
+    return OutputLock(cfg.workdir, "work folder")
 
 
 def _override_sections(cfg, args) -> None:
@@ -343,9 +347,13 @@ def cmd_recipe(args) -> int:
 
     if C.is_compare_recipe(args.file):  # a grid of strategies: `mtmeta compare`
         return cmd_compare(args)
-    cfg = C.load_yaml(args.file, C.RecipeConfig)
+    cfg = C.load_yaml(args.file, C.RecipeConfig, overrides=parse_sets(getattr(args, "set", None)))
     _override_sections(cfg, args)
-    run_recipe(cfg, log=_log(args), progress=not _quiet(args))
+    from .training import check_train
+
+    check_train(cfg.train)  # the strategy name too, before prepare runs
+    with _work_lock(cfg, args):
+        run_recipe(cfg, log=_log(args), progress=not _quiet(args))
     return 0
 
 
@@ -360,107 +368,62 @@ def _engine_arguments(s) -> None:
                    help="with --engine ctranslate2: CTranslate2 compute type (default auto); refused where the hardware lacks it")
 
 
+def _recipe_arguments(s) -> None:
+    """recipe run / compare: where every section computes, and any field by its path."""
+    add_config_arguments(s, C.TrainConfig, only=("device", "precision", "threads"))
+    s.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
+                   help="override any recipe field before validation, e.g. --set train.max_minutes=5 "
+                        "--set adapt.tune=emb (repeatable; values are YAML)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mtmeta", description="Low-resource X->English translation: prepare, train, adapt, translate, evaluate.")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or log lines")
     sub = p.add_subparsers(dest="command", required=True)
 
+    # Config fields are generated from the dataclasses (mtmeta/cliargs.py): each has its
+    # help text and default; only what is not a config field is declared here.
     s = sub.add_parser("prepare", help="clean, decontaminate and tokenise corpora into training tasks")
     s.add_argument("--config", help="YAML with a 'prepare' section (a recipe) or PrepareConfig fields")
     s.add_argument("--pack", help="corpus folder in the offline pack layout (replaces the config's sources)")
     s.add_argument("--source", action="append", help="extra source, e.g. type=hf,path=DIR,lang=ro,role=adapt")
-    s.add_argument("--output")
-    s.add_argument("--train-langs", nargs="+")
-    s.add_argument("--target-langs", nargs="+")
-    s.add_argument("--vocab-mode", choices=["per_language", "joint"])
-    s.add_argument("--max-pairs-per-lang", type=int)
-    s.add_argument("--src-vocab-size", type=int)
-    s.add_argument("--tgt-vocab-size", type=int)
-    s.add_argument("--ulr-vectors", action="store_true", help="build aligned vectors for the universal lexical representation")
-    s.add_argument("--vector-dim", type=int)
-    s.add_argument("--num-universal", type=int)
-    s.add_argument("--vectors", action="append", metavar="LANG=FILE.vec", help="your own fastText vectors for a language (or en)")
-    s.add_argument("--mono", action="append", metavar="LANG=FILE", help="extra monolingual text for a language's vectors")
-    s.add_argument("--dictionary", action="append", metavar="LANG=FILE", help="ULR: a LANG->English dictionary ('source english' pairs) to seed the alignment")
+    add_config_arguments(s, C.PrepareConfig)
     s.set_defaults(func=cmd_prepare)
 
+    from .strategies import PRETRAIN_STRATEGIES
+
     s = sub.add_parser("train", help="pre-train on the source pairs (resumes from OUTPUT/last.pt)")
-    s.add_argument("--config")
-    s.add_argument("--data")
-    s.add_argument("--output")
-    s.add_argument("--strategy", choices=["multitask", "transfer", "metanmt"])
-    s.add_argument("--meta-variant", choices=["fomaml", "maml", "reptile", "metasgd"])
-    s.add_argument("--meta-valid-lang", help="MetaNMT: fine-tune a copy on this language's adapt set to pick checkpoints")
-    s.add_argument("--preset", choices=list(C.MODEL_PRESETS))
-    s.add_argument("--embedding", choices=["tables", "ulr"], help="source embedding: per-language tables or ULR")
-    s.add_argument("--langs", nargs="+")
-    s.add_argument("--parent-lang")
-    s.add_argument("--max-steps", type=int)
-    s.add_argument("--max-minutes", type=float)
-    s.add_argument("--max-train-tokens", type=int)
-    s.add_argument("--max-tokens", type=int, help="tokens per batch")
-    s.add_argument("--lr", type=float)
-    s.add_argument("--seed", type=int)
-    s.add_argument("--validate-every", type=int)
-    s.add_argument("--save-every", type=int)
+    s.add_argument("--config", help="YAML with a 'train' section (a recipe) or TrainConfig fields")
+    s.add_argument("--preset", choices=list(C.MODEL_PRESETS), help="model size (keeps the config's embedding)")
     s.add_argument("--restart", action="store_true", help="ignore OUTPUT/last.pt and start over")
-    _add_compute_flags(s)
+    add_config_arguments(s, C.TrainConfig, choices={"strategy": list(PRETRAIN_STRATEGIES)})
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("adapt", help="fine-tune on a new language's small parallel set")
-    s.add_argument("--config")
-    s.add_argument("--checkpoint")
+    s.add_argument("--config", help="YAML with an 'adapt' section (a recipe) or AdaptConfig fields")
     s.add_argument("--scratch", action="store_true", help="no pre-trained model: train on the adapt set alone")
     s.add_argument("--preset", choices=list(C.MODEL_PRESETS), help="model size with --scratch")
-    s.add_argument("--lang")
-    s.add_argument("--data", help="prepared folder holding the language's adapt and valid sets")
-    s.add_argument("--train-files", nargs=2, metavar=("SRC", "EN"))
-    s.add_argument("--valid-files", nargs=2, metavar=("SRC", "EN"))
-    s.add_argument("--output")
-    s.add_argument("--tune", choices=["all", "emb_enc", "emb"])
-    s.add_argument("--max-steps", type=int)
-    s.add_argument("--max-minutes", type=float)
-    s.add_argument("--max-tokens", type=int)
-    s.add_argument("--lr", type=float)
-    s.add_argument("--seed", type=int)
-    s.add_argument("--validate-every", type=int)
-    s.add_argument("--patience", type=int)
-    s.add_argument("--zero-shot", action="store_true", help="no fine-tuning: only add the language's vocabulary (and ULR queries)")
-    s.add_argument("--random-queries", action="store_true", help="ULR ablation: random query vectors for the new language")
-    s.add_argument("--vector-file", help="ULR: your own fastText .vec for the new language")
-    s.add_argument("--mono-files", nargs="+", help="ULR: monolingual text files to train the new language's vectors on")
-    s.add_argument("--dictionary", help="ULR: a LANG->English dictionary file ('source english' pairs; 'none': induced seeds only)")
-    s.add_argument("--regularizer", choices=["none", "l2", "ewc"], help="against forgetting: L2 pull toward the pre-trained weights, or EWC")
-    s.add_argument("--reg-lambda", type=float, help="regularizer strength (added to the per-token loss)")
-    s.add_argument("--fisher-batches", type=int, help="EWC: source-language training batches for the diagonal Fisher")
-    s.add_argument("--forgetting-lang", help="a source language whose held-out BLEU/chrF is reported before and after adapting")
-    s.add_argument("--restart", action="store_true")
-    _add_compute_flags(s)
+    s.add_argument("--restart", action="store_true", help="ignore OUTPUT/last.pt and start over")
+    add_config_arguments(s, C.AdaptConfig)
     s.set_defaults(func=cmd_adapt)
 
     s = sub.add_parser("translate", help="translate stdin or a file into English")
     s.add_argument("--checkpoint", help="mtmeta checkpoint (native engine)")
-    s.add_argument("--lang", required=True)
     s.add_argument("--input", help="file (default: stdin)")
     s.add_argument("--output", help="file (default: stdout)")
-    s.add_argument("--beam", type=int, default=4)
-    s.add_argument("--batch-size", type=int, default=64, help="sentences per batch")
     s.add_argument("--no-fold", action="store_true", help="keep ULR live instead of folding it into tables (slower; for checks)")
+    add_config_arguments(s, C.EvalConfig, skip=("test", "max_sentences"))
     _engine_arguments(s)
     s.set_defaults(func=cmd_translate)
 
     s = sub.add_parser("evaluate", help="score a checkpoint on a test set, or hypothesis/reference files")
     s.add_argument("--checkpoint")
-    s.add_argument("--lang")
-    s.add_argument("--data", default="work/prepared")
-    s.add_argument("--test", help="test set name (default: the language's test set)")
-    s.add_argument("--output-dir", default="work/eval")
-    s.add_argument("--beam", type=int, default=4)
-    s.add_argument("--batch-size", type=int, default=64)
-    s.add_argument("--max-sentences", type=int)
-    s.add_argument("--hyp")
-    s.add_argument("--ref")
+    s.add_argument("--data", default="work/prepared", help="prepared folder holding the test set")
+    s.add_argument("--output-dir", default="work/eval", help="folder for the hypotheses and scores")
+    s.add_argument("--hyp", help="hypothesis file to score against --ref")
+    s.add_argument("--ref", help="reference file")
     s.add_argument("--output", help="with --hyp/--ref: JSON file to write")
+    add_config_arguments(s, C.EvalConfig)
     _engine_arguments(s)
     s.set_defaults(func=cmd_evaluate)
 
@@ -478,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = rs.add_parser("run", help="prepare, train, adapt and evaluate as the recipe says")
     r.add_argument("file")
     r.add_argument("--dry-run", action="store_true", help="comparison recipes: list the cells and which are done")
-    _add_compute_flags(r)
+    _recipe_arguments(r)
     r.set_defaults(func=cmd_recipe)
 
     s = sub.add_parser("compare", help="run a comparison grid: strategies x targets x options x sizes x seeds (resumable)")
@@ -487,17 +450,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--report-only", action="store_true", help="rebuild summary.md and the plots from results.jsonl")
     s.add_argument("--pretrain-only", nargs="+", metavar="NAME", help="only pre-train these `pretrain` entries (in this order), where the grid will reuse them")
     s.add_argument("--check-steps", type=int, metavar="N", help="only check the recipe starts: N steps of each pre-training strategy, one short adaptation, a few translations")
-    _add_compute_flags(s)
+    _recipe_arguments(s)
     s.set_defaults(func=cmd_compare)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .safe_io import flush_stdout, os_reason
+
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        flush_stdout()  # checked: output that never reached stdout is an error, not exit 0
+        return code
     except MtmetaError as e:
         print(f"mtmeta: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # any other write on a full or read-only disk: one line, not a traceback
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise
+        try:
+            flush_stdout()  # a failed stdout is silenced, so exit does not fail on it again
+        except MtmetaError:
+            pass
+        print(f"mtmeta: error: cannot write {e.filename or 'an output (stdout?)'}: {os_reason(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("mtmeta: interrupted", file=sys.stderr)

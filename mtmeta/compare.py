@@ -26,113 +26,15 @@ from tqdm.auto import tqdm
 from data_prep.cleaning import match_key, normalize, protected_keys
 from data_prep.corpus import ParallelText
 from data_prep.prepare import load_summary, prepare, protected_files, protected_names, read_protected
-from evaluation.scoring import tokenized_bleu, write_json
+from .scoring import tokenized_bleu, write_json
 from .adaptation import adapt
+from .compare_plan import Cell, _rewrite_rows, append_row, expand, load_rows, plan_size, resolve_best, tier_rows  # noqa: F401
 from .config import CompareConfig, TrainConfig
 from .errors import ConfigError, DataError
-from .evaluate import evaluate_checkpoint
+from .score_testset import evaluate_checkpoint
 from .training import train
 
 SCHEMA_VERSION = 1
-
-
-@dataclass(frozen=True)
-class Cell:
-    strategy: str  # a pretrain entry, or "scratch"
-    lang: str
-    tune: str  # all | emb_enc | emb, or "best" until the option runs decide it
-    size: int  # adapt sentences; 0 = zero-shot
-    draw: int  # 0 = the whole set (or set + extra); 1.. = random subsets
-    seed: int
-
-    @property
-    def id(self) -> str:
-        return f"{self.strategy}.{self.lang}.{self.tune}.n{self.size}.d{self.draw}.s{self.seed}"
-
-
-# --- the plan ---------------------------------------------------------------------
-
-
-def expand(cfg: CompareConfig) -> list[tuple[Cell, str]]:
-    """Every (cell, tier) in run order: tiers in recipe order, seeds
-    outermost within a tier (a first seed of everything comes first)."""
-    out = []
-    for tier in cfg.tiers:
-        for seed in tier.seeds:
-            for strategy in tier.strategies:
-                for lang in tier.targets or cfg.targets:
-                    for tune in tier.tunes:
-                        tune = "all" if strategy == "scratch" else tune  # nothing pre-trained to keep fixed
-                        for size in tier.sizes:
-                            draws = range(1, tier.draws + 1) if 0 < size < cfg.full_size else [0]
-                            for draw in draws:
-                                out.append((Cell(strategy, lang, tune, size, draw, seed), tier.name))
-    return out
-
-
-def option_scores(cfg: CompareConfig, rows: list[dict], strategy: str) -> dict[str, float]:
-    """Mean validation score of each adaptation option over the targets, from
-    the strategy's full-size runs at the first seed of the tiers that try
-    several options (only when every option has the same targets)."""
-    seeds = [x for t in cfg.tiers if len(t.tunes) > 1 and strategy in t.strategies for x in t.seeds]
-    if not seeds:
-        return {}
-    full = [
-        r for r in rows
-        if r["strategy"] == strategy and r["size"] == cfg.full_size and r["draw"] == 0 and r["seed"] == min(seeds)
-        and r["valid_score"] is not None
-    ]
-    by_tune: dict[str, dict[str, float]] = {}
-    for r in full:
-        by_tune.setdefault(r["tune"], {})[r["lang"]] = r["valid_score"]
-    langs = [set(v) for v in by_tune.values()]
-    if len(by_tune) < 2 or any(x != langs[0] for x in langs):
-        return {}
-    return {t: sum(v.values()) / len(v) for t, v in sorted(by_tune.items())}
-
-
-def resolve_best(cfg: CompareConfig, rows: list[dict], strategy: str) -> str | None:
-    """The adaptation option with the best mean validation score (higher is
-    better) in `option_scores`, the strategy's own or, for a strategy with
-    no option runs, those of `best_tune_from[strategy]`. None: not run yet."""
-    if strategy == "scratch":
-        return "all"
-    for source in (strategy, cfg.best_tune_from.get(strategy, strategy)):
-        scores = option_scores(cfg, rows, source)
-        if scores:
-            return max(scores, key=scores.get)
-    return None
-
-
-# --- results.jsonl ------------------------------------------------------------------
-
-
-def load_rows(path: Path) -> list[dict]:
-    """Finished cells. A torn last line (killed mid-write) is ignored."""
-    rows = []
-    if not path.is_file():
-        return rows
-    lines = path.read_text(encoding="utf-8").split("\n")  # not splitlines(): U+2028 may occur inside a row
-    while lines and not lines[-1]:
-        lines.pop()
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:
-                continue
-            raise DataError(f"{path}: line {i + 1} is not JSON; fix or remove it") from None
-    return rows
-
-
-def append_row(path: Path, row: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
 
 
 # --- adapt sets -----------------------------------------------------------------------
@@ -479,12 +381,13 @@ def adapt_and_translate(
 
 def _best_valid_nll(log: Path) -> float | None:
     """Lowest source-language validation NLL in an engine's train_log.jsonl."""
-    if not log.is_file():
-        return None
+    from .safe_io import read_jsonl
+
     values = []
-    for line in log.read_text(encoding="utf-8").splitlines():
-        record = json.loads(line)
-        if "validation" in record and "valid_nll" in record["validation"]:
+    # A torn line (a kill or a full disk mid-append, appended onto by older code) is skipped:
+    # the log only informs this record, and it must not fail every re-run.
+    for record in read_jsonl(log, skip_bad=True):
+        if isinstance(record, dict) and isinstance(record.get("validation"), dict) and "valid_nll" in record["validation"]:
             values.append(record["validation"]["valid_nll"])
     return round(min(values), 4) if values else None
 
@@ -497,47 +400,11 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def tier_rows(cfg: CompareConfig, rows: list[dict]) -> dict[str, list[dict]]:
-    """The finished rows of each tier, from the recipe's plan (a 'best'
-    option resolved as the runner resolves it), whatever the rows record."""
-    by_id = {r["id"]: r for r in rows}
-    best = {s: resolve_best(cfg, rows, s) for s in {c.strategy for c, _ in expand(cfg)}}
-    out: dict[str, list[dict]] = {t.name: [] for t in cfg.tiers}
-    for cell, tier in expand(cfg):
-        if cell.tune == "best":
-            if best.get(cell.strategy) is None:
-                continue
-            cell = dataclasses.replace(cell, tune=best[cell.strategy])
-        row = by_id.get(cell.id)
-        if row is not None and row not in out[tier]:
-            out[tier].append(row)
-    return out
-
-
-def plan_size(cfg: CompareConfig) -> dict[str, int]:
-    """Cells each tier asks for."""
-    seen = {(cell, tier) for cell, tier in expand(cfg)}
-    return {t.name: sum(1 for _, tier in seen if tier == t.name) for t in cfg.tiers}
-
-
-def _rewrite_rows(path: Path, rows: list[dict]) -> None:
-    """Persist tier memberships added to finished rows (atomic rewrite)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
-
-
-def run_compare(cfg: CompareConfig, log=print, progress: bool = True, dry_run: bool = False, report: bool = True) -> list[dict]:
-    from evaluation.compare_report import write_report
-
-    rows = Comparison(cfg, log=log, progress=progress).run(dry_run=dry_run)
-    if report and rows and not dry_run:
-        paths = write_report(cfg, rows, log=log)
-        log(f"summary: {paths['summary']}")
-    return rows
+def run_compare(cfg: CompareConfig, log=print, progress: bool = True, dry_run: bool = False) -> list[dict]:
+    """Run (or, dry, list) every cell; the finished rows. The report is
+    written from the rows by the layer above (evaluation/compare_report.py;
+    `mtmeta compare` does both)."""
+    return Comparison(cfg, log=log, progress=progress).run(dry_run=dry_run)
 
 
 __all__ = ["Cell", "Comparison", "check_recipe", "tier_rows", "plan_size", "expand", "resolve_best", "load_rows", "adapt_set", "run_compare"]

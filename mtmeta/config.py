@@ -1,21 +1,33 @@
 """Typed configuration. Everything an experiment does is one of these
 dataclasses; YAML recipes and CLI flags are converted and validated here, at
-the edge, so the rest of the code can trust its inputs."""
+the edge, so the rest of the code can trust its inputs.
+
+Each field is declared with `opt(default, help, range...)`: the command line
+(mtmeta/cli.py) is generated from these declarations, help text included,
+and `check_fields` checks every field's type and range when a config is
+validated. A new field therefore appears on the command line, in `--help`
+and in validation by itself."""
 from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
+from data_prep.config import LANG_RE, PrepareConfig, SourceSpec, check_fields, check_lang, opt  # noqa: F401 (re-exported)
 from .errors import ConfigError
 
-LANG_RE = re.compile(r"^[a-z]{2,3}$")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
+SELECT_METRICS = ("loss", "bleu", "chrf")
+TUNES = ("all", "emb_enc", "emb")
+
+_DEVICE_HELP = "auto: CUDA when a GPU is visible, else CPU"
+_PRECISION_HELP = "auto: bf16 autocast where the hardware runs it natively (fp32 master weights), else fp32"
+_THREADS_HELP = "CPU threads (0: every core; 1 when another job shares a 2-core machine)"
 
 
 def check_compute(cfg, where: str) -> None:
@@ -24,122 +36,28 @@ def check_compute(cfg, where: str) -> None:
         raise ConfigError(f"{where}.device {cfg.device!r} unknown ({', '.join(DEVICES)})")
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"{where}.precision {cfg.precision!r} unknown ({', '.join(PRECISIONS)})")
-    if not isinstance(cfg.threads, int) or cfg.threads < 0:
+    if not isinstance(cfg.threads, int) or isinstance(cfg.threads, bool) or cfg.threads < 0:
         raise ConfigError(f"{where}.threads must be an integer >= 0 (0: every core), got {cfg.threads!r}")
-
-
-def check_lang(code: str, what: str = "language") -> str:
-    if not isinstance(code, str) or not LANG_RE.match(code):
-        raise ConfigError(f"{what} {code!r} is not a language code (expected 2-3 lowercase letters, e.g. 'ro')")
-    return code
-
-
-@dataclass
-class SourceSpec:
-    """One input corpus for `mtmeta prepare`."""
-
-    type: str = "pack"  # pack | files | hf | sacrebleu
-    path: str = ""  # pack folder, HF dataset name or saved folder, sacrebleu test set
-    lang: str = ""  # source language (files / hf / sacrebleu)
-    role: str = "meta-train"
-    name: str = ""
-    tgt_path: str = ""  # files: English side
-    split: str = "train"  # hf
-    config_name: str = ""  # hf
-    src_column: str = ""  # hf
-    tgt_column: str = ""  # hf
-    langs: list[str] = field(default_factory=list)  # pack: filter
-
-    def validate(self) -> None:
-        if self.type not in ("pack", "files", "hf", "sacrebleu"):
-            raise ConfigError(f"source type {self.type!r} unknown (pack, files, hf, sacrebleu)")
-        if not self.path:
-            raise ConfigError(f"source of type {self.type!r} needs a path")
-        if self.type != "pack":
-            check_lang(self.lang, f"source {self.path}: lang")
-        if self.type == "files" and not self.tgt_path:
-            raise ConfigError(f"source {self.path}: type 'files' needs tgt_path (the English side)")
-        for lang in self.langs:
-            check_lang(lang, f"source {self.path}: langs entry")
-
-
-@dataclass
-class PrepareConfig:
-    sources: list[SourceSpec] = field(default_factory=lambda: [SourceSpec(type="pack", path="../shared/corpus")])
-    output: str = "work/prepared"
-    train_langs: list[str] = field(default_factory=list)  # empty: every meta-train language found
-    target_langs: list[str] = field(default_factory=list)  # empty: every language with an adapt set
-    vocab_mode: str = "per_language"  # per_language | joint
-    src_vocab_size: int = 4000
-    joint_vocab_size: int = 16000
-    tgt_vocab_size: int = 8000
-    max_len_tokens: int = 200  # whitespace words; longer pairs are dropped
-    max_len_ratio: float = 4.0  # char-length ratio between sides
-    ratio_min_chars: int = 12  # ratio filter only applies when both sides are at least this long
-    valid_per_lang: int = 100  # held out from each training language for validation
-    max_pairs_per_lang: int = 0  # 0: all; >0 caps each language (quick runs)
-    # Universal lexical representation: monolingual vectors aligned to English.
-    ulr_vectors: bool = False  # build them (needed by model.embedding: ulr)
-    vector_dim: int = 100
-    vector_epochs: int = 5
-    vector_max_sentences: int = 50000  # per language, for vector training
-    num_universal: int = 2000  # universal tokens = most frequent English pieces (paper: 20,000)
-    vector_files: dict[str, str] = field(default_factory=dict)  # language (or 'en') -> your own fastText .vec
-    mono_files: dict[str, list[str]] = field(default_factory=dict)  # language -> extra monolingual text files
-    # ULR alignment seeds: bilingual dictionaries X->English ('source english' word pairs per line).
-    dictionaries: dict[str, str] = field(default_factory=dict)  # language -> dictionary file
-    dictionary_dir: str = ""  # '': the pack's ../dictionaries/muse (MUSE train splits) when present; 'none': no default
-    dictionary_seeds: str = "dictionary"  # Procrustes seeds with a dictionary: dictionary | induced | both
-    seed: int = 1
-
-    def validate(self) -> None:
-        for s in self.sources:
-            s.validate()
-        if not self.sources:
-            raise ConfigError("prepare needs at least one source")
-        if self.vocab_mode not in ("per_language", "joint"):
-            raise ConfigError(f"vocab_mode {self.vocab_mode!r} unknown (per_language, joint)")
-        for lang in self.train_langs + self.target_langs:
-            check_lang(lang)
-        for name in ("src_vocab_size", "joint_vocab_size", "tgt_vocab_size", "max_len_tokens"):
-            if getattr(self, name) < 8:
-                raise ConfigError(f"{name} must be at least 8")
-        if self.max_len_ratio <= 1:
-            raise ConfigError("max_len_ratio must be > 1")
-        for lang in list(self.vector_files) + list(self.mono_files):
-            if lang != "en":
-                check_lang(lang, "vector_files/mono_files key")
-        if self.ulr_vectors and (self.vector_dim < 2 or self.num_universal < 1):
-            raise ConfigError("vector_dim must be >= 2 and num_universal >= 1")
-        for lang in self.dictionaries:
-            check_lang(lang, "dictionaries key")
-        if self.dictionary_seeds not in ("dictionary", "induced", "both"):
-            raise ConfigError(f"dictionary_seeds {self.dictionary_seeds!r} unknown (dictionary, induced, both)")
 
 
 @dataclass
 class ModelConfig:
-    embed_dim: int = 256
-    ffn_dim: int = 1024
-    encoder_layers: int = 3
-    decoder_layers: int = 3
-    heads: int = 4
-    dropout: float = 0.1
-    attention_dropout: float = 0.1
-    max_positions: int = 256
-    embedding: str = "tables"  # tables (one table per language) | ulr (universal lexical representation)
-    ulr_tau: float = 0.05  # ULR softmax temperature
+    embed_dim: int = opt(256, "model width (d_model)", min=1)
+    ffn_dim: int = opt(1024, "feed-forward inner size", min=1)
+    encoder_layers: int = opt(3, "encoder layers", min=1)
+    decoder_layers: int = opt(3, "decoder layers", min=1)
+    heads: int = opt(4, "attention heads (must divide embed_dim)", min=1)
+    dropout: float = opt(0.1, "dropout", min=0.0, max=0.99)
+    attention_dropout: float = opt(0.1, "attention dropout", min=0.0, max=0.99)
+    max_positions: int = opt(256, "longest source/target in pieces (longer inputs are cut)", min=2)
+    embedding: str = opt("tables", "source embedding: per-language tables, or the universal lexical representation",
+                         choices=("tables", "ulr"), flag="--embedding")
+    ulr_tau: float = opt(0.05, "ULR softmax temperature", gt=0.0)
 
-    def validate(self) -> None:
+    def validate(self, where: str = "model") -> None:
+        check_fields(self, where)
         if self.embed_dim % self.heads:
             raise ConfigError(f"embed_dim {self.embed_dim} must be divisible by heads {self.heads}")
-        if self.embedding not in ("tables", "ulr"):
-            raise ConfigError(f"model.embedding {self.embedding!r} unknown (tables, ulr)")
-        if self.ulr_tau <= 0:
-            raise ConfigError("model.ulr_tau must be positive")
-        for name in ("embed_dim", "ffn_dim", "encoder_layers", "decoder_layers", "heads", "max_positions"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"model.{name} must be positive")
 
 
 MODEL_PRESETS = {
@@ -152,25 +70,29 @@ MODEL_PRESETS = {
     "tiny": ModelConfig(embed_dim=32, ffn_dim=64, encoder_layers=1, decoder_layers=1, heads=2, max_positions=128),
 }
 
+META_VARIANTS = ("fomaml", "maml", "reptile", "metasgd")
+
 
 @dataclass
 class MetaConfig:
     """MetaNMT (Gu et al. 2018): each source pair is a task; simulated
     learning on one batch, meta-update on another batch of the same pair."""
 
-    variant: str = "fomaml"  # fomaml (paper) | maml (second order) | reptile | metasgd
-    inner_steps: int = 0  # k simulated steps on D (paper: 1); 0 = the variant's default (reptile: 2 batches)
+    variant: str = opt("fomaml", "fomaml (paper), maml (second order), reptile, metasgd", choices=META_VARIANTS)
+    inner_steps: int = opt(0, "k simulated steps on D (paper: 1); 0: the variant's default (reptile: 2 batches)", min=0)
     # Empty / 0 pick what moves theta measurably: a fresh Adam at 1e-4 per task (the
     # paper's; fomaml, reptile), or SGD at 0.1 where the inner step must be plain SGD
     # (maml, metasgd). SGD at 1e-3 moves theta by ~2e-5 of its norm on per-token
-    # losses: theta' = theta and FOMAML becomes multitask (evaluation/meta_diagnostics.py).
-    inner_optimizer: str = ""  # sgd | adam
-    inner_lr: float = 0.0
-    tasks_per_step: int = 1  # meta-gradients averaged over this many tasks
-    task_sampling: str = "uniform"  # uniform (paper) | size (p ~ n^(1/temperature))
-    meta_valid_lang: str = ""  # e.g. ro: fine-tune a copy on its adapt set to pick checkpoints
-    meta_valid_steps: int = 20
-    meta_valid_sentences: int = 100
+    # losses: theta' = theta and FOMAML becomes multitask (benchmarks/meta_diagnostics.py).
+    inner_optimizer: str = opt("", "inner step optimizer, sgd | adam ('': adam for fomaml/reptile, sgd for maml/metasgd)",
+                               choices=("", "sgd", "adam"))
+    inner_lr: float = opt(0.0, "inner learning rate (0: 1e-4 with adam, 0.1 with sgd)", min=0.0)
+    tasks_per_step: int = opt(1, "meta-gradients averaged over this many tasks", min=1)
+    task_sampling: str = opt("uniform", "uniform (paper) or size (p ~ n^(1/temperature))", choices=("uniform", "size"))
+    meta_valid_lang: str = opt("", "fine-tune a copy on this language's adapt set to pick checkpoints (e.g. ro)",
+                               flag="--meta-valid-lang")
+    meta_valid_steps: int = opt(20, "meta-validation fine-tuning steps", min=0)
+    meta_valid_sentences: int = opt(100, "meta-validation sentences scored", min=0)
 
     def __post_init__(self) -> None:
         if not self.inner_steps:
@@ -180,16 +102,13 @@ class MetaConfig:
         if not self.inner_lr:
             self.inner_lr = 1e-4 if self.inner_optimizer == "adam" else 0.1
 
-    def validate(self) -> None:
+    def validate(self, where: str = "meta") -> None:
+        check_fields(self, where)
         if self.inner_lr <= 0:
             raise ConfigError("meta.inner_lr must be positive")
-        if self.variant not in ("fomaml", "maml", "reptile", "metasgd"):
-            raise ConfigError(f"meta.variant {self.variant!r} unknown (fomaml, maml, reptile, metasgd)")
         if self.inner_optimizer not in ("sgd", "adam"):
             raise ConfigError(f"meta.inner_optimizer {self.inner_optimizer!r} unknown (sgd, adam)")
-        if self.task_sampling not in ("uniform", "size"):
-            raise ConfigError(f"meta.task_sampling {self.task_sampling!r} unknown (uniform, size)")
-        if self.inner_steps < 1 or self.tasks_per_step < 1:
+        if self.inner_steps < 1:
             raise ConfigError("meta.inner_steps and meta.tasks_per_step must be >= 1")
         if self.variant == "reptile" and self.inner_steps < 2:
             raise ConfigError("meta.variant reptile needs inner_steps >= 2 (with one step theta - theta' is a plain SGD step)")
@@ -201,50 +120,46 @@ class MetaConfig:
 
 @dataclass
 class TrainConfig:
-    data: str = "work/prepared"
-    output: str = "work/runs/multitask"
-    strategy: str = "multitask"  # multitask | transfer | metanmt
-    model: ModelConfig = field(default_factory=ModelConfig)
-    meta: MetaConfig = field(default_factory=MetaConfig)
-    langs: list[str] = field(default_factory=list)  # empty: all prepared training languages
-    parent_lang: str = ""  # transfer: the one high-resource parent pair
-    temperature: float = 5.0  # language sampling p ~ n^(1/T)
-    max_tokens: int = 4000  # per batch, source or target side
-    lr: float = 5e-4
-    warmup_steps: int = 500
+    data: str = opt("work/prepared", "prepared folder (mtmeta prepare)")
+    output: str = opt("work/runs/multitask", "run folder: checkpoints and train_log.jsonl")
+    strategy: str = opt("multitask", "pre-training strategy (registered in mtmeta/strategies: multitask, transfer, metanmt)")
+    model: ModelConfig = opt(help="model size and embedding (--preset NAME or --model-* flags)", factory=ModelConfig)
+    meta: MetaConfig = opt(help="MetaNMT settings (--meta-* flags)", factory=MetaConfig)
+    langs: list[str] = opt(help="source languages to train on (empty: all prepared training languages)", factory=list)
+    parent_lang: str = opt("", "transfer: the one high-resource parent pair")
+    temperature: float = opt(5.0, "language sampling p ~ n^(1/T)", gt=0.0)
+    max_tokens: int = opt(4000, "tokens per batch, source or target side", min=16)
+    lr: float = opt(5e-4, "peak learning rate", gt=0.0)
+    warmup_steps: int = opt(500, "linear warmup updates", min=0)
     # > 0: warm up over this many target tokens and decay by tokens, not updates, so that
     # strategies spending different tokens per update (MetaNMT: support + query) share one
     # learning-rate curve over a shared token budget (mtmeta/engine.py, Engine.lr_factor).
-    warmup_tokens: int = 0
-    label_smoothing: float = 0.1
-    clip_norm: float = 1.0
-    max_steps: int = 0  # budgets: 0 = unlimited; training stops at the first one reached
-    max_minutes: float = 0.0
-    max_train_tokens: int = 0
-    validate_every: int = 200
-    bleu_sentences: int = 100  # per validation, decoded greedily
-    save_every: int = 200
-    snapshot_tokens: int = 0  # > 0: also keep weights-only snapshots every this many target tokens
-    patience: int = 0  # validations without improvement before stopping; 0 = never
-    select_metric: str = "loss"  # which validation score picks best.pt: loss | bleu | chrf
-    seed: int = 1
-    log_every: int = 20
+    warmup_tokens: int = opt(0, "> 0: warm up over this many target tokens and decay by tokens, not updates", min=0)
+    label_smoothing: float = opt(0.1, "label smoothing", min=0.0, max=0.99)
+    clip_norm: float = opt(1.0, "gradient norm clip (0: none)", min=0.0)
+    max_steps: int = opt(0, "budget: updates (0: unlimited; training stops at the first budget reached)", min=0)
+    max_minutes: float = opt(0.0, "budget: minutes of training (0: unlimited)", min=0.0)
+    max_train_tokens: int = opt(0, "budget: target tokens of forward/backward work (0: unlimited)", min=0)
+    validate_every: int = opt(200, "updates between validations (0: only at the end)", min=0)
+    bleu_sentences: int = opt(100, "validation sentences decoded greedily for BLEU/chrF", min=0)
+    save_every: int = opt(200, "updates between last.pt saves (0: only at the end)", min=0)
+    snapshot_tokens: int = opt(0, "> 0: also keep weights-only snapshots every this many target tokens", min=0)
+    patience: int = opt(0, "validations without improvement before stopping (0: never)", min=0)
+    select_metric: str = opt("loss", "which validation score picks best.pt", choices=SELECT_METRICS)
+    seed: int = opt(1, "random seed (initial weights, batch order)")
+    log_every: int = opt(20, "updates between train_log.jsonl lines", min=1)
     # Where and how it computes (mtmeta/hardware.py): auto = CUDA if present, else CPU;
     # bf16 autocast where the hardware runs bf16 natively (fp32 master weights), else fp32.
-    device: str = "auto"  # auto | cpu | cuda
-    precision: str = "auto"  # auto | fp32 | bf16
-    threads: int = 0  # CPU threads; 0 = every core (use 1 when another job shares a 2-core machine)
+    device: str = opt("auto", _DEVICE_HELP, choices=DEVICES)
+    precision: str = opt("auto", _PRECISION_HELP, choices=PRECISIONS)
+    threads: int = opt(0, _THREADS_HELP, min=0)
 
-    def validate(self) -> None:
-        check_compute(self, "train")
-        self.model.validate()
-        if self.strategy not in ("multitask", "transfer", "metanmt"):
-            raise ConfigError(
-                f"strategy {self.strategy!r} unknown (multitask, transfer, metanmt; 'scratch' is `mtmeta adapt --scratch`)"
-            )
-        self.meta.validate()
-        if self.select_metric not in ("loss", "bleu", "chrf"):
-            raise ConfigError(f"select_metric {self.select_metric!r} unknown (loss, bleu, chrf)")
+    def validate(self, where: str = "train") -> None:
+        check_fields(self, where)
+        self.model.validate(f"{where}.model")
+        if not re.match(r"^[a-z][a-z0-9_-]*$", self.strategy):
+            raise ConfigError(f"{where}.strategy {self.strategy!r} is not a strategy name ('scratch' is `mtmeta adapt --scratch`)")
+        self.meta.validate(f"{where}.meta")
         if self.select_metric != "loss" and self.bleu_sentences < 1:
             raise ConfigError(f"select_metric {self.select_metric} needs bleu_sentences >= 1 (translations to score)")
         if self.strategy == "transfer":
@@ -253,132 +168,138 @@ class TrainConfig:
             check_lang(lang)
         if not (self.max_steps or self.max_minutes or self.max_train_tokens):
             raise ConfigError("set a budget: max_steps, max_minutes or max_train_tokens")
-        if self.max_tokens < 16:
-            raise ConfigError("max_tokens must be at least 16")
-        if self.warmup_tokens < 0 or self.warmup_steps < 0 or self.snapshot_tokens < 0:
-            raise ConfigError("warmup_steps, warmup_tokens and snapshot_tokens must be >= 0")
-        if self.temperature <= 0:
-            raise ConfigError("temperature must be positive")
 
 
 @dataclass
 class AdaptConfig:
-    checkpoint: str = "work/runs/multitask/best.pt"  # empty: train from scratch on the adapt set
-    lang: str = "ro"
-    data: str = "work/prepared"  # prepared folder holding the language's adapt/valid texts
-    train_files: list[str] = field(default_factory=list)  # or your own: [source file, English file]
-    valid_files: list[str] = field(default_factory=list)  # and [source file, English file] for validation
-    output: str = "work/runs/adapt-ro"
-    tune: str = "all"  # all | emb_enc | emb
-    src_vocab_size: int = 2000
-    max_tokens: int = 2000
-    lr: float = 3e-4
-    warmup_steps: int = 50
-    label_smoothing: float = 0.1
-    clip_norm: float = 1.0
-    max_steps: int = 600
-    max_minutes: float = 0.0
-    validate_every: int = 50
-    bleu_sentences: int = 212
-    patience: int = 4
-    select_metric: str = "chrf"  # chrF is smoother than BLEU at the low scores of early adaptation
-    save_every: int = 0
-    log_every: int = 10
-    model: ModelConfig = field(default_factory=ModelConfig)  # only used from scratch
-    zero_shot: bool = False  # no fine-tuning: only add the language's vocabulary (and ULR queries)
-    random_queries: bool = False  # ULR ablation: random instead of aligned query vectors
-    vector_file: str = ""  # ULR: your own fastText .vec for the new language
-    mono_files: list[str] = field(default_factory=list)  # ULR: extra monolingual text for its vectors
-    dictionary: str = ""  # ULR: X->English dictionary file for the alignment; '': the pack's MUSE file when present; 'none'
-    vector_epochs: int = 10
+    checkpoint: str = opt("work/runs/multitask/best.pt", "pre-trained checkpoint ('': train from scratch on the adapt set)")
+    lang: str = opt("ro", "the new source language")
+    data: str = opt("work/prepared", "prepared folder holding the language's adapt and valid sets")
+    train_files: list[str] = opt(help="your own adapt set instead: source file, English file", factory=list,
+                                 nargs=2, metavar=("SRC", "EN"))
+    valid_files: list[str] = opt(help="and its validation set: source file, English file", factory=list,
+                                 nargs=2, metavar=("SRC", "EN"))
+    output: str = opt("work/runs/adapt-ro", "run folder")
+    tune: str = opt("all", "what fine-tuning updates: all, source embeddings + encoder, or source embeddings only", choices=TUNES)
+    src_vocab_size: int = opt(2000, "pieces of the new language's vocabulary", min=8)
+    max_tokens: int = opt(2000, "tokens per batch", min=16)
+    lr: float = opt(3e-4, "peak learning rate", gt=0.0)
+    warmup_steps: int = opt(50, "linear warmup updates", min=0)
+    label_smoothing: float = opt(0.1, "label smoothing", min=0.0, max=0.99)
+    clip_norm: float = opt(1.0, "gradient norm clip (0: none)", min=0.0)
+    max_steps: int = opt(600, "budget: updates (0: none)", min=0)
+    max_minutes: float = opt(0.0, "budget: minutes (0: none)", min=0.0)
+    validate_every: int = opt(50, "updates between validations (0: only at the end)", min=0)
+    bleu_sentences: int = opt(212, "validation sentences decoded for BLEU/chrF", min=0)
+    patience: int = opt(4, "validations without improvement before stopping (0: never)", min=0)
+    select_metric: str = opt("chrf", "which validation score picks best.pt (chrF is smoother than BLEU at low scores)",
+                             choices=SELECT_METRICS)
+    save_every: int = opt(0, "updates between last.pt saves (0: only at the end)", min=0)
+    log_every: int = opt(10, "updates between train_log.jsonl lines", min=1)
+    model: ModelConfig = opt(help="model size, only used from scratch (--preset NAME)", factory=ModelConfig)
+    zero_shot: bool = opt(False, "no fine-tuning: only add the language's vocabulary (and ULR queries)")
+    random_queries: bool = opt(False, "ULR ablation: random instead of aligned query vectors")
+    vector_file: str = opt("", "ULR: your own fastText .vec for the new language")
+    mono_files: list[str] = opt(help="ULR: extra monolingual text files for the new language's vectors", factory=list)
+    dictionary: str = opt("", "ULR: X->English dictionary file ('': the pack's MUSE file when present; 'none': induced seeds only)")
+    vector_epochs: int = opt(10, "ULR: fastText epochs for the new language", min=1)
     # Against forgetting the source languages: an L2 pull toward the
     # pre-trained start (the paper's Gaussian prior) or EWC.
-    regularizer: str = "none"  # none | l2 | ewc
-    reg_lambda: float = 0.0
-    fisher_batches: int = 20  # EWC: source-task batches for the diagonal Fisher estimate
-    forgetting_lang: str = ""  # a source language whose held-out BLEU is reported before/after adapting
-    seed: int = 1
-    # Where and how it computes (mtmeta/hardware.py): auto = CUDA if present, else CPU;
-    # bf16 autocast where the hardware runs bf16 natively (fp32 master weights), else fp32.
-    device: str = "auto"  # auto | cpu | cuda
-    precision: str = "auto"  # auto | fp32 | bf16
-    threads: int = 0  # CPU threads; 0 = every core (use 1 when another job shares a 2-core machine)
+    regularizer: str = opt("none", "against forgetting: L2 pull toward the pre-trained weights, or EWC", choices=("none", "l2", "ewc"))
+    reg_lambda: float = opt(0.0, "regularizer strength (added to the per-token loss)", min=0.0)
+    fisher_batches: int = opt(20, "EWC: source-language training batches for the diagonal Fisher", min=0)
+    forgetting_lang: str = opt("", "a source language whose held-out BLEU/chrF is reported before and after adapting")
+    seed: int = opt(1, "random seed (vocabulary, new table, batch order)")
+    device: str = opt("auto", _DEVICE_HELP, choices=DEVICES)
+    precision: str = opt("auto", _PRECISION_HELP, choices=PRECISIONS)
+    threads: int = opt(0, _THREADS_HELP, min=0)
 
-    def validate(self) -> None:
-        check_compute(self, "adapt")
+    # The engine reads one settings object: these are the training budget and
+    # schedule fields adaptation does not have (mtmeta/engine.py, EngineSettings).
+    warmup_tokens = 0
+    max_train_tokens = 0
+    snapshot_tokens = 0
+
+    def validate(self, where: str = "adapt") -> None:
+        check_fields(self, where)
         check_lang(self.lang, "adapt lang")
-        if self.regularizer not in ("none", "l2", "ewc"):
-            raise ConfigError(f"regularizer {self.regularizer!r} unknown (none, l2, ewc)")
         if self.regularizer != "none" and (self.reg_lambda <= 0 or not self.checkpoint):
             raise ConfigError("a regularizer needs reg_lambda > 0 and a pre-trained checkpoint")
+        if self.regularizer == "ewc" and self.fisher_batches < 1:
+            raise ConfigError("regularizer ewc needs fisher_batches >= 1")
         if self.forgetting_lang:
             check_lang(self.forgetting_lang, "forgetting_lang")
         if self.zero_shot and not self.checkpoint:
             raise ConfigError("zero_shot needs a pre-trained checkpoint")
-        if self.select_metric not in ("loss", "bleu", "chrf"):
-            raise ConfigError(f"select_metric {self.select_metric!r} unknown (loss, bleu, chrf)")
         if self.select_metric != "loss" and self.bleu_sentences < 1:
             raise ConfigError(f"select_metric {self.select_metric} needs bleu_sentences >= 1 (translations to score)")
         if not self.checkpoint:
-            self.model.validate()
-        if self.tune not in ("all", "emb_enc", "emb"):
-            raise ConfigError(f"tune {self.tune!r} unknown (all, emb_enc, emb)")
+            self.model.validate(f"{where}.model")
         if self.max_steps < 1 and self.max_minutes <= 0 and not self.zero_shot:
             raise ConfigError("set a budget: max_steps or max_minutes (or zero_shot: true)")
+        for what in ("train_files", "valid_files"):
+            if getattr(self, what) and len(getattr(self, what)) != 2:
+                raise ConfigError(f"{where}.{what} takes two paths: source side, English side")
 
 
 @dataclass
 class EvalConfig:
-    lang: str = "ro"
-    test: str = ""  # test set name in the prepared folder; empty: the language's 'test' role
-    beam: int = 4
-    batch_sentences: int = 64
-    max_sentences: int = 0  # 0: the full test set
-    # Where and how it computes (mtmeta/hardware.py): auto = CUDA if present, else CPU;
-    # bf16 autocast where the hardware runs bf16 natively (fp32 master weights), else fp32.
-    device: str = "auto"  # auto | cpu | cuda
-    precision: str = "fp32"  # auto | fp32 | bf16 (decoding gains little from bf16)
-    threads: int = 0  # CPU threads; 0 = every core (use 1 when another job shares a 2-core machine)
+    lang: str = opt("ro", "source language of the test set")
+    test: str = opt("", "test set name in the prepared folder ('': the language's test set)")
+    beam: int = opt(4, "beam size", min=1)
+    batch_sentences: int = opt(64, "sentences per batch", min=1, flag="--batch-size")
+    max_sentences: int = opt(0, "score only the first N sentences (0: the full test set)", min=0)
+    device: str = opt("auto", _DEVICE_HELP, choices=DEVICES)
+    precision: str = opt("fp32", "fp32, bf16 or auto (decoding gains little from bf16)", choices=PRECISIONS)
+    threads: int = opt(0, _THREADS_HELP, min=0)
 
-    def validate(self) -> None:
-        check_compute(self, "evaluate")
+    def validate(self, where: str = "evaluate") -> None:
+        check_fields(self, where)
 
 
 @dataclass
 class RecipeConfig:
     """A whole experiment: prepare, train, adapt each target, evaluate."""
 
-    name: str = "quick"
-    workdir: str = "work/quick"
-    prepare: PrepareConfig = field(default_factory=PrepareConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    adapt: AdaptConfig = field(default_factory=AdaptConfig)
-    targets: list[str] = field(default_factory=lambda: ["ro"])
-    evaluate: EvalConfig = field(default_factory=EvalConfig)
+    name: str = opt("quick", "recipe name")
+    workdir: str = opt("work/quick", "folder for everything the recipe makes")
+    prepare: PrepareConfig = opt(help="the prepare section", factory=PrepareConfig)
+    train: TrainConfig = opt(help="the train section", factory=TrainConfig)
+    adapt: AdaptConfig = opt(help="the adapt section (lang, data, checkpoint and output are set per target)", factory=AdaptConfig)
+    targets: list[str] = opt(help="languages to adapt to and evaluate", factory=lambda: ["ro"])
+    evaluate: EvalConfig = opt(help="the evaluate section", factory=EvalConfig)
 
     def validate(self) -> None:
+        """The whole recipe, before anything runs: a bad adapt or evaluate
+        setting fails now, not after preparing and training."""
+        check_fields(self, "recipe")
         self.prepare.validate()
         self.train.validate()
         self.evaluate.validate()
-        check_compute(self.adapt, "adapt")
+        if not self.targets:
+            raise ConfigError("recipe: targets is empty (nothing would be adapted or scored)")
         for t in self.targets:
             check_lang(t, "recipe target")
+            # checkpoint: the pre-trained model the recipe will have made
+            dataclasses.replace(self.adapt, lang=t, checkpoint="<train>").validate("adapt")
 
 
 @dataclass
 class TierConfig:
     """One block of the comparison grid: every combination of its lists."""
 
-    name: str = ""
-    strategies: list[str] = field(default_factory=list)  # names of `pretrain` entries, or "scratch"
-    targets: list[str] = field(default_factory=list)  # empty: the grid's targets
-    tunes: list[str] = field(default_factory=lambda: ["best"])  # all | emb_enc | emb | best (picked on validation)
-    sizes: list[int] = field(default_factory=lambda: [800])  # 0 = zero-shot; above the adapt set: + adapt-extra
-    draws: int = 1  # random subsets drawn for each size below the full adapt set
-    seeds: list[int] = field(default_factory=lambda: [1])  # adaptation seeds
+    name: str = opt("", "tier name")
+    strategies: list[str] = opt(help="names of `pretrain` entries, or 'scratch'", factory=list)
+    targets: list[str] = opt(help="targets (empty: the grid's)", factory=list)
+    tunes: list[str] = opt(help="adaptation options; best = the one picked on validation", factory=lambda: ["best"],
+                           choices=TUNES + ("best",))
+    sizes: list[int] = opt(help="adapt-set sizes; 0 = zero-shot; above the adapt set: + adapt-extra", factory=lambda: [800], min=0)
+    draws: int = opt(1, "random subsets drawn for each size below the full adapt set", min=1)
+    seeds: list[int] = opt(help="adaptation seeds", factory=lambda: [1])
 
     def validate(self, strategies: list[str], targets: list[str]) -> None:
         where = f"tier {self.name!r}"
+        check_fields(self, where)
         if not self.name or not re.match(r"^[A-Za-z0-9_-]+$", self.name):
             raise ConfigError(f"{where}: a tier needs a name of letters, digits, '-' or '_'")
         if not self.strategies:
@@ -390,12 +311,9 @@ class TierConfig:
             check_lang(t, f"{where}: target")
             if t not in targets:
                 raise ConfigError(f"{where}: target {t!r} is not one of the grid's targets ({', '.join(targets)})")
-        for t in self.tunes:
-            if t not in ("all", "emb_enc", "emb", "best"):
-                raise ConfigError(f"{where}: tune {t!r} unknown (all, emb_enc, emb, best)")
-        if not self.sizes or any(n < 0 for n in self.sizes):
+        if not self.sizes:
             raise ConfigError(f"{where}: sizes must be a non-empty list of sentence counts >= 0")
-        if self.draws < 1 or not self.seeds:
+        if not self.seeds:
             raise ConfigError(f"{where}: draws must be >= 1 and seeds non-empty")
         if 0 in self.sizes and "scratch" in self.strategies:
             raise ConfigError(f"{where}: size 0 (zero-shot) needs a pre-trained model; scratch has none")
@@ -409,27 +327,28 @@ class CompareConfig:
     In YAML, `train` is the base every `pretrain` entry is merged over, so a
     strategy entry only says how it differs (and the budget is stated once)."""
 
-    name: str = "compare"
-    workdir: str = "work/compare"  # checkpoints and logs (large, not committed)
-    results: str = "results/compare"  # results.jsonl, hypotheses, summary, plots (committed)
-    prepare: PrepareConfig = field(default_factory=PrepareConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    pretrain: dict[str, TrainConfig] = field(default_factory=dict)
-    scratch_model: ModelConfig = field(default_factory=ModelConfig)  # the scratch baseline's architecture
-    adapt: AdaptConfig = field(default_factory=AdaptConfig)
-    evaluate: EvalConfig = field(default_factory=lambda: EvalConfig(beam=1, batch_sentences=128))
-    targets: list[str] = field(default_factory=lambda: ["ro", "lv", "fi", "tr", "ko"])
-    tiers: list[TierConfig] = field(default_factory=list)
-    full_size: int = 800  # sentences in each target's adapt set
+    name: str = opt("compare", "comparison name")
+    workdir: str = opt("work/compare", "checkpoints and logs (large, not committed)")
+    results: str = opt("results/compare", "results.jsonl, hypotheses, summary, plots (committed)")
+    prepare: PrepareConfig = opt(help="the prepare section", factory=PrepareConfig)
+    train: TrainConfig = opt(help="the base every `pretrain` entry is merged over", factory=TrainConfig)
+    pretrain: dict[str, TrainConfig] = opt(help="pre-training strategies by name", factory=dict)
+    scratch_model: ModelConfig = opt(help="the scratch baseline's architecture", factory=ModelConfig)
+    adapt: AdaptConfig = opt(help="adaptation of every cell", factory=AdaptConfig)
+    evaluate: EvalConfig = opt(help="decoding of every cell", factory=lambda: EvalConfig(beam=1, batch_sentences=128))
+    targets: list[str] = opt(help="target languages", factory=lambda: ["ro", "lv", "fi", "tr", "ko"])
+    tiers: list[TierConfig] = opt(help="blocks of the grid", factory=list)
+    full_size: int = opt(800, "sentences in each target's adapt set", min=1)
     # A strategy with no option runs of its own takes another's best option,
     # e.g. {transfer: multitask, metanmt-maml: metanmt}.
-    best_tune_from: dict[str, str] = field(default_factory=dict)
-    baseline: str = "multitask"  # paired bootstrap: baseline ...
-    system: str = "metanmt"  # ... against this strategy, per language
-    bootstrap_samples: int = 1000
-    equal_budget: bool = True  # refuse pretrain entries with different budgets
+    best_tune_from: dict[str, str] = opt(help="a strategy without option runs takes another's best option", factory=dict)
+    baseline: str = opt("multitask", "paired bootstrap: baseline ...")
+    system: str = opt("metanmt", "... against this strategy, per language")
+    bootstrap_samples: int = opt(1000, "paired bootstrap samples", min=1)
+    equal_budget: bool = opt(True, "refuse pretrain entries with different budgets")
 
     def validate(self) -> None:
+        check_fields(self, "compare")
         self.prepare.validate()
         if not self.pretrain and any(s != "scratch" for t in self.tiers for s in t.strategies):
             raise ConfigError("compare: no `pretrain` entries")
@@ -447,11 +366,12 @@ class CompareConfig:
                 + ", ".join(f"{k}={v}" for k, v in budgets.items())
                 + "; set equal_budget: false to allow it"
             )
-        self.scratch_model.validate()
+        self.scratch_model.validate("compare.scratch_model")
         if not self.targets:
             raise ConfigError("compare: no targets")
         for t in self.targets:
             check_lang(t, "compare target")
+            dataclasses.replace(self.adapt, lang=t, checkpoint="<pretrained>").validate("adapt")
         if not self.tiers:
             raise ConfigError("compare: no tiers")
         if len({t.name for t in self.tiers}) != len(self.tiers):
@@ -461,12 +381,7 @@ class CompareConfig:
         for k, v in self.best_tune_from.items():
             if k not in self.pretrain or v not in self.pretrain:
                 raise ConfigError(f"best_tune_from: {k!r} -> {v!r}: both must be `pretrain` entries")
-        if self.full_size < 1 or self.bootstrap_samples < 1:
-            raise ConfigError("compare: full_size and bootstrap_samples must be positive")
-        if self.evaluate.beam < 1 or self.evaluate.batch_sentences < 1:
-            raise ConfigError("compare: evaluate.beam and evaluate.batch_sentences must be positive")
         self.evaluate.validate()
-        check_compute(self.adapt, "adapt")
 
 
 def read_yaml(path: str | Path, what: str = "config file"):
@@ -478,6 +393,10 @@ def read_yaml(path: str | Path, what: str = "config file"):
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a YAML text file (not UTF-8 at byte {e.start})") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read {what} ({e.strerror or e})") from None
 
 
 def _deep_merge(base: dict, over: dict) -> dict:
@@ -487,12 +406,14 @@ def _deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
-def load_compare_yaml(path: str | Path) -> CompareConfig:
-    """A compare recipe: each `pretrain` entry is merged over `train`."""
+def load_compare_yaml(path: str | Path, overrides: dict | None = None) -> CompareConfig:
+    """A compare recipe: each `pretrain` entry is merged over `train`.
+    `overrides`: a nested mapping merged over the file first (--set)."""
     path = Path(path)
     data = read_yaml(path, "recipe file") or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path.name}: expected a mapping")
+    data = _deep_merge(data, overrides or {})
     base = data.get("train") or {}
     if not isinstance(base, dict):
         raise ConfigError(f"{path.name}.train: expected a mapping")
@@ -510,7 +431,7 @@ def is_compare_recipe(path: str | Path) -> bool:
     """Whether a recipe file describes a comparison grid (it has `tiers`)."""
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+    except (OSError, ValueError, yaml.YAMLError):  # ValueError: not UTF-8 (load_yaml then says so)
         return False
     return isinstance(data, dict) and "tiers" in data
 
@@ -560,8 +481,10 @@ def _convert(tp, value, where):
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         return [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
     if tp in (int, str, bool) and not (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
         raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
     return value
@@ -571,8 +494,13 @@ def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def load_yaml(path: str | Path, cls: type = RecipeConfig):
+def load_yaml(path: str | Path, cls: type = RecipeConfig, overrides: dict | None = None):
     path = Path(path)
-    cfg = from_dict(cls, read_yaml(path, "recipe file"), where=path.name)
+    data = read_yaml(path, "recipe file")
+    if overrides:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path.name}: expected a mapping, got {type(data).__name__}")
+        data = _deep_merge(data, overrides)
+    cfg = from_dict(cls, data, where=path.name)
     cfg.validate()
     return cfg

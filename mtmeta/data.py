@@ -1,6 +1,6 @@
 """Binarised parallel data, token-budget batches and collation.
 
-On disk each split is one .npz: concatenated token ids plus lengths, ids local
+On disk (written by data_prep.prepared.save_pairs) each split is one .npz: concatenated token ids plus lengths, ids local
 to the language's own vocabulary (the model maps them to its global table,
 so data never depends on which other languages a model knows).
 """
@@ -13,22 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from data_prep.prepared import save_pairs  # noqa: F401 (the writer of this format)
 from data_prep.vocab import BOS, EOS, N_SPECIAL, PAD
 from .errors import DataError
-
-
-def save_pairs(path: str | Path, src: list[list[int]], tgt: list[list[int]]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(
-        tmp,
-        src=np.fromiter((i for s in src for i in s), dtype=np.int32),
-        src_len=np.array([len(s) for s in src], dtype=np.int32),
-        tgt=np.fromiter((i for t in tgt for i in t), dtype=np.int32),
-        tgt_len=np.array([len(t) for t in tgt], dtype=np.int32),
-    )
-    tmp.replace(path)
 
 
 @dataclass
@@ -75,6 +62,11 @@ def make_batches(data: PairData, max_tokens: int, max_len: int) -> list[np.ndarr
     sizes = np.maximum(src_len, tgt_len)
     keep = np.nonzero(sizes <= max_len)[0]
     order = keep[np.lexsort((src_len[keep], tgt_len[keep]))]
+    if len(order) and sizes[order].max() > max_tokens:
+        raise DataError(
+            f"max_tokens {max_tokens} is below the longest sentence pair ({int(sizes[order].max())} tokens with EOS, "
+            f"up to max_positions {max_len}); raise max_tokens (--max-tokens) or lower model.max_positions"
+        )
     batches = data_utils.batch_by_size(order, lambda i: int(sizes[i]), num_tokens_vec=sizes[order], max_tokens=max_tokens)
     return [np.asarray(b, dtype=np.int64) for b in batches]
 

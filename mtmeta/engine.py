@@ -14,9 +14,8 @@ import math
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 import torch
@@ -26,30 +25,31 @@ from tqdm.auto import tqdm
 from data_prep.vocab import PAD
 from . import distributed as dist_util
 from . import hardware as hw
+from . import safe_io
 from .checkpoint import Bundle, read_checkpoint, save_checkpoint
 from .errors import CheckpointError
 
 
-@dataclass
-class EngineSettings:
-    lr: float = 5e-4
-    warmup_steps: int = 500
-    warmup_tokens: int = 0
-    label_smoothing: float = 0.1
-    clip_norm: float = 1.0
-    max_steps: int = 0
-    max_minutes: float = 0.0
-    max_train_tokens: int = 0
-    validate_every: int = 200
-    save_every: int = 200
-    patience: int = 0
-    log_every: int = 20
-    seed: int = 1
-    snapshot_tokens: int = 0
+class EngineSettings(Protocol):
+    """What the engine reads of its settings. It is handed the run's own
+    config (TrainConfig or AdaptConfig, mtmeta/config.py) as it is: one
+    settings object, with the config's defaults, nothing copied by name
+    (tests/test_model_engine.py checks both configs provide every field)."""
 
-    @classmethod
-    def from_config(cls, cfg) -> "EngineSettings":
-        return cls(**{k: getattr(cfg, k) for k in cls.__dataclass_fields__ if hasattr(cfg, k)})
+    lr: float
+    warmup_steps: int
+    warmup_tokens: int
+    label_smoothing: float
+    clip_norm: float
+    max_steps: int
+    max_minutes: float
+    max_train_tokens: int
+    validate_every: int
+    save_every: int
+    patience: int
+    log_every: int
+    seed: int
+    snapshot_tokens: int
 
 
 def sequence_loss(model, batch: dict, label_smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -316,12 +316,30 @@ class Engine:
         if self.rank != 0:  # distributed: rank 0 writes the log
             return
         self.output.mkdir(parents=True, exist_ok=True)
-        with open(self.output / "train_log.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        path = self.output / "train_log.jsonl"
+        if not getattr(self, "_log_repaired", False):
+            # Before this run's first record: drop a torn last line (a kill or a full disk
+            # mid-append) and the records of steps this run will write again (those after
+            # the step it resumed from; all of them on a fresh start), so the log reads as
+            # one uninterrupted run.
+            self._log_repaired = True
+            note = safe_io.repair_log(path, getattr(self, "_log_start", None))
+            if note:
+                self.log(note)
+        safe_io.append_jsonl(path, record)  # checked: a full disk is one line naming the log
 
     def run(self, resume: bool = True) -> dict:
+        """Train. An exclusive lock on the output folder for the whole run:
+        a second run into the same folder stops at once, saying who holds it."""
+        if self.rank != 0:  # distributed: rank 0 writes, and holds the lock
+            return self._run(resume)
+        with safe_io.OutputLock(self.output):
+            return self._run(resume)
+
+    def _run(self, resume: bool = True) -> dict:
         self.output.mkdir(parents=True, exist_ok=True)
         resumed = resume and self.resume()
+        self._log_start = self.step if resumed else -1  # log records after this step are written again
         if self.world_size > 1:
             self._check_same_start(resumed)
         if not resumed:

@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 from data_prep.prepare import prepare
-from evaluation.scoring import write_json
+from .scoring import write_json
 from .adaptation import adapt
 from .config import RecipeConfig
-from .evaluate import evaluate_checkpoint
+from .score_testset import evaluate_checkpoint
 from .training import train
 
 

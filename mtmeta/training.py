@@ -3,51 +3,42 @@ transfer from one parent pair), on the one engine."""
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 
 import torch
 
-from data_prep.prepare import load_summary, load_ulr_vectors
-from data_prep.vocab import Vocab
+from data_prep.prepare import load_ulr_vectors
+from data_prep.prepared import load_prepared_vocabs, load_summary
 from . import distributed, hardware
 from .checkpoint import Bundle
 from .config import TrainConfig
 from .data import PairData
-from .engine import Engine, EngineSettings
+from .engine import Engine
 from .errors import ConfigError
 from .model import build_model
-from .strategies import PRETRAIN_STRATEGIES
-from .tasks import Task, TaskSampler
-from .strategies.meta import MetaStrategy
-from .validation import MetaValidator, Validator
-
-
-def load_prepared_vocabs(data_dir: str | Path, langs: list[str]) -> tuple[Vocab, dict[str, Vocab], bool]:
-    """English vocabulary, source vocabularies by table name, and whether
-    the folder uses one joint source vocabulary."""
-    data_dir = Path(data_dir)
-    summary = load_summary(data_dir)
-    en = Vocab.load(data_dir / "vocab" / "en.model", "en")
-    if summary["vocab_mode"] == "joint":
-        return en, {"src": Vocab.load(data_dir / "vocab" / "src.model", "src")}, True
-    return en, {lang: Vocab.load(data_dir / "vocab" / f"{lang}.model", lang) for lang in langs}, False
+from .model.transformer import needs_vectors
+from .strategies import pretrain_strategy
+from .tasks import Task
+from .validation import Validator
 
 
 def select_langs(cfg: TrainConfig, summary: dict) -> list[str]:
     available = summary["train_langs"]
-    if cfg.strategy == "transfer":
-        langs = [cfg.parent_lang]
-    else:
-        langs = cfg.langs or available
+    langs = pretrain_strategy(cfg.strategy).train_langs(cfg, available)
     unknown = [lang for lang in langs if lang not in available]
     if unknown:
         raise ConfigError(f"{cfg.data} has no training data for {unknown} (prepared: {', '.join(available)})")
     return langs
 
 
-def train(cfg: TrainConfig, log=print, progress: bool = True, resume: bool = True) -> dict:
+def check_train(cfg: TrainConfig) -> None:
+    """The whole train section, the strategy name included (before any work)."""
     cfg.validate()
+    pretrain_strategy(cfg.strategy)
+
+
+def train(cfg: TrainConfig, log=print, progress: bool = True, resume: bool = True) -> dict:
+    check_train(cfg)
     hw = hardware.setup(cfg.device, cfg.precision, cfg.threads)  # impossible settings fail before any work
     # Under torchrun: join the other workers (no-op in a single process). Each rank draws
     # its own batches (rank_seed; rank 0's are the single-process ones); only rank 0 logs.
@@ -66,7 +57,7 @@ def train(cfg: TrainConfig, log=print, progress: bool = True, resume: bool = Tru
         len(en),
         {lang: len(src_vocabs["src" if joint else lang]) for lang in langs},
         joint=joint,
-        ulr=load_ulr_vectors(cfg.data) if cfg.model.embedding == "ulr" else None,
+        ulr=load_ulr_vectors(cfg.data) if needs_vectors(cfg.model) else None,
     )
     bundle = Bundle(model, en, src_vocabs)
     counts = model.count_parameters()
@@ -86,21 +77,14 @@ def train(cfg: TrainConfig, log=print, progress: bool = True, resume: bool = Tru
         )
         for lang in langs
     }
-    if cfg.strategy == "metanmt":
-        # MetaNMT samples tasks uniformly by default (temperature -> infinity).
-        temperature = math.inf if cfg.meta.task_sampling == "uniform" else cfg.temperature
-        strategy = MetaStrategy(TaskSampler(tasks, temperature, distributed.rank_seed(cfg.seed, rank)), cfg.meta, model)
-    else:
-        strategy = PRETRAIN_STRATEGIES[cfg.strategy](TaskSampler(tasks, cfg.temperature, distributed.rank_seed(cfg.seed, rank)))
+    strategy_cls = pretrain_strategy(cfg.strategy)
+    strategy = strategy_cls.build(cfg, tasks, model, distributed.rank_seed(cfg.seed, rank))
     valid = {lang: PairData.load(data_dir / f"{lang}-en" / "valid.npz") for lang in langs}
-    validator = Validator(valid, cfg.bleu_sentences, select=cfg.select_metric, max_tokens=cfg.max_tokens)
-    if cfg.strategy == "metanmt" and cfg.meta.meta_valid_lang:
-        m = cfg.meta
-        validator = MetaValidator(cfg.data, m.meta_valid_lang, m.meta_valid_steps, m.meta_valid_sentences, cfg.select_metric, cfg.lr, seed=cfg.seed)
+    validator = strategy_cls.validator(cfg, Validator(valid, cfg.bleu_sentences, select=cfg.select_metric, max_tokens=cfg.max_tokens))
     engine = Engine(
         bundle,
         strategy,
-        EngineSettings.from_config(cfg),
+        cfg,
         cfg.output,
         validate=validator,
         run_config={"kind": "train", **dataclasses.asdict(cfg)},

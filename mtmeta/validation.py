@@ -2,11 +2,16 @@
 translations, and the single score that selects checkpoints."""
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
 
-from evaluation.scoring import score
+from data_prep.prepare import read_protected
+from .config import AdaptConfig
+from .languages import add_language
+from .scoring import score
+from .tasks import Task
 from .data import PairData, collate, make_batches
 from .decoding import translate_ids
 from .engine import sequence_loss
@@ -62,8 +67,6 @@ class MetaValidator:
     language's validation set. The language then no longer counts as unseen."""
 
     def __init__(self, data: str, lang: str, steps: int, sentences: int, select: str, lr: float, max_tokens: int = 2000, seed: int = 1):
-        from data_prep.prepare import read_protected
-
         self.data, self.lang, self.steps, self.sentences = data, lang, steps, sentences
         self.select, self.lr, self.max_tokens, self.seed = select, lr, max_tokens, seed
         self.train_text = read_protected(data, lang, "adapt")
@@ -71,33 +74,23 @@ class MetaValidator:
         self._new_language = None  # (vocab, ULR queries or None), made once: they depend on fixed vectors only
 
     def _add_language(self, bundle) -> None:
-        from .adaptation import add_language
-        from .config import AdaptConfig
-        from .model.ulr import UniversalLexicalEmbedding
-
         embed = bundle.model.src_embed
         if self._new_language is not None:
-            vocab, queries = self._new_language
+            vocab, inputs = self._new_language
             bundle.src_vocabs[self.lang] = vocab
-            embed.add_language(self.lang, len(vocab), **({"queries": queries} if queries is not None else {}))
+            embed.add_language(self.lang, len(vocab), **inputs)
             return
         cfg = AdaptConfig(lang=self.lang, data=self.data, seed=self.seed, vector_epochs=5)
         if add_language(bundle, cfg, self.train_text, log=lambda *_: None)["vocabulary"] == "new":
-            ulr = isinstance(embed, UniversalLexicalEmbedding)
-            queries = embed.queries[self.lang].weight.clone() if ulr else None
-            self._new_language = (bundle.src_vocabs[self.lang], queries)
+            self._new_language = (bundle.src_vocabs[self.lang], embed.language_inputs(self.lang))
 
     def __call__(self, engine) -> dict:
-        import copy
-
         bundle = copy.deepcopy(engine.bundle)
         with torch.random.fork_rng():  # training's random stream is left as it was
             torch.manual_seed(self.seed)  # the new table starts the same at every validation
             return self._fine_tune_and_score(bundle)
 
     def _fine_tune_and_score(self, bundle) -> dict:
-        from .tasks import Task
-
         self._add_language(bundle)
         vocab = bundle.src_vocab(self.lang)
         train = PairData.from_lists(vocab.encode_batch(self.train_text.src), bundle.tgt_vocab.encode_batch(self.train_text.tgt))

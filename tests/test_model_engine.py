@@ -355,16 +355,35 @@ def test_token_schedule_gives_the_same_lr_at_the_same_tokens() -> None:
     point of the curve after the same tokens."""
     from types import SimpleNamespace
 
-    from mtmeta.engine import Engine, EngineSettings
+    from mtmeta.config import TrainConfig
+    from mtmeta.engine import Engine
 
-    settings = EngineSettings(warmup_tokens=1000, warmup_steps=7)
+    settings = TrainConfig(warmup_tokens=1000, warmup_steps=7)
     multitask = SimpleNamespace(settings=settings, tokens=3000, step=30)
     metanmt = SimpleNamespace(settings=settings, tokens=3000, step=15)
     f = Engine.lr_factor
     assert f(multitask, 100) == f(metanmt, 100) == pytest.approx((1000 / 3100) ** 0.5)
     assert f(SimpleNamespace(settings=settings, tokens=0, step=0), 250) == pytest.approx(0.25)  # warming up
-    steps = EngineSettings(warmup_steps=4)
+    steps = TrainConfig(warmup_steps=4)
     assert f(SimpleNamespace(settings=steps, tokens=10**6, step=1), 100) == pytest.approx(0.5)  # by updates
+
+
+def test_one_settings_object_reaches_the_engine() -> None:
+    """The engine is handed the run's config itself: TrainConfig and
+    AdaptConfig both provide every setting the engine reads, so none falls
+    back to a default of the engine's own."""
+    import typing
+
+    from mtmeta.config import AdaptConfig, TrainConfig
+    from mtmeta.engine import EngineSettings
+
+    needed = typing.get_type_hints(EngineSettings)
+    assert len(needed) >= 14
+    for cfg in (TrainConfig(lr=1e-3, max_steps=7), AdaptConfig(lr=2e-3, max_steps=9)):
+        for name, tp in needed.items():
+            value = getattr(cfg, name)  # AttributeError: a setting the config lacks
+            assert isinstance(value, (int, float)) and not isinstance(value, bool), (type(cfg).__name__, name)
+    assert AdaptConfig(lr=2e-3).lr == 2e-3 and AdaptConfig().warmup_tokens == 0
 
 
 def test_snapshots_every_n_tokens_are_weights_only_and_loadable(prepared: Path, tmp_path: Path) -> None:

@@ -69,7 +69,10 @@ def test_summary_counts(prepared: Path) -> None:
     assert s["totals"]["train"] == sum(s["counts"][x]["train"] for x in LANGS)
     cont = s["contamination"]
     assert cont["meta_train_en_lines_in_adapt_valid_test"] == 5
-    assert cont["verified_no_overlap"] is True
+    # what the independent re-check read back: every written pair against every protected set
+    checked = cont["verified_no_overlap"]
+    assert checked["overlap"] == 0 and checked["protected_sets"] >= 3
+    assert checked["pairs_checked"] == sum(s["counts"][x]["train"] + s["counts"][x]["valid"] for x in LANGS)
     for lang in LANGS:
         info = s["languages"][lang]
         assert info["pairs"] == s["counts"][lang]["train"]
@@ -315,3 +318,36 @@ def test_kill_between_the_swap_renames_recovers(tmp_path: Path, monkeypatch) -> 
     s = prepare(prepare_config(out, seed=2), log=quiet)
     assert load_summary(out)["fingerprint"] == s["fingerprint"]
     assert not (tmp_path / "p.old").exists() and not (tmp_path / "p.partial").exists()
+
+
+def test_leak_check_reads_the_written_data_back_and_fails_on_a_leak(tmp_path: Path, monkeypatch) -> None:
+    """The re-check is not the filter applied again: with decontamination
+    switched off, the pairs it would have removed are written, and the check
+    (written .npz decoded, against the protected sets read from disk) refuses
+    to publish the folder."""
+    monkeypatch.setattr(prep_mod, "protected_keys", lambda texts: (set(), set()))
+    out = tmp_path / "leaky"
+    with pytest.raises(DataError, match="occur in a protected"):
+        prepare(prepare_config(out), log=quiet)
+    assert not (out / "summary.json").exists()
+
+
+def test_leak_check_catches_a_source_side_leak(prepared: Path, tmp_path: Path) -> None:
+    """Both sides: a protected *source* sentence written into training data is found."""
+    import shutil
+
+    from data_prep.prepared import load_pairs, save_pairs
+
+    copy = tmp_path / "copy"
+    shutil.copytree(prepared, copy)
+    prep_mod.verify_no_overlap(copy, LANGS)  # clean as written
+    ro_test = read_protected(copy, "ro", "test")
+    src_vocab = Vocab.load(copy / "vocab" / "de.model", "de")
+    en_vocab = Vocab.load(copy / "vocab" / "en.model", "en")
+    path = copy / "data" / "de-en" / "train.npz"
+    src, tgt = load_pairs(path)
+    # a source sentence of the ro test set, with an English side no protected set has
+    sentence = next(x for x in ro_test.src if src_vocab.decode(src_vocab.encode(x)) == x)
+    save_pairs(path, src + [src_vocab.encode(sentence)], tgt + [en_vocab.encode("A harmless English line.")])
+    with pytest.raises(DataError, match="protected"):
+        prep_mod.verify_no_overlap(copy, LANGS)

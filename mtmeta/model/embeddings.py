@@ -3,8 +3,24 @@
 Every language's local subword ids are placed in one global id space:
 ids 0..3 are the shared specials, then each language owns a contiguous
 range. A batch can then hold any mix of languages and the encoder needs no
-side channel telling it which language it reads. The ULR module (issue 3)
-implements the same interface.
+side channel telling it which language it reads.
+
+The source-embedding interface, which LanguageTables and the ULR module
+(ulr.py) both implement and which strategies and adaptation read instead of
+asking which kind of embedding they hold:
+
+    kind                  "tables" | "ulr" (the config's model.embedding)
+    needs_vectors         built from the prepared folder's aligned vectors
+    needs_queries         a new language needs query vectors (add_language(queries=...))
+    parameter_roles()     {parameter name: "language" | "universal" | "shared"}:
+                          language-specific tables, universal parts shared by
+                          every language that fine-tuning one language leaves
+                          alone, and shared parts trained with everything
+                          (the specials)
+    add_language(lang, vocab_size, table=None, **inputs)
+    language_inputs(lang) what add_language needs to make `lang` again
+    fold()                plain tables with the same output (inference)
+    build(cfg, tgt_vocab_size, src_vocabs, joint, vectors)   from a ModelConfig
 """
 from __future__ import annotations
 
@@ -17,6 +33,10 @@ from data_prep.vocab import N_SPECIAL, PAD
 class LanguageTables(nn.Module):
     """One embedding table per source language (or one shared table in joint
     vocabulary mode, where every language maps to the table named 'src')."""
+
+    kind = "tables"
+    needs_vectors = False
+    needs_queries = False
 
     def __init__(self, embed_dim: int, zero_init: bool = False):
         super().__init__()
@@ -68,6 +88,30 @@ class LanguageTables(nn.Module):
 
     def language_parameters(self, lang: str) -> list[nn.Parameter]:
         return [self.tables[self.lang_table[lang]].weight]
+
+    def language_inputs(self, lang: str) -> dict:
+        """What add_language needs besides the vocabulary size: nothing."""
+        return {}
+
+    # --- what strategies need to know ------------------------------------------
+    def parameter_roles(self) -> dict[str, str]:
+        """The specials are shared by every language; each table is one
+        language's (or, joint, every language's single source table)."""
+        roles = {"specials.weight": "shared"}
+        roles.update({f"tables.{name}.weight": "language" for name in self.tables})
+        return roles
+
+    def fold(self) -> "LanguageTables":
+        """Already plain tables."""
+        return self
+
+    @classmethod
+    def build(cls, embed_dim: int, tgt_vocab_size: int, src_vocabs: dict[str, int], joint: bool = False,
+              vectors: dict | None = None, tau: float = 0.0) -> "LanguageTables":
+        embed = cls(embed_dim)
+        for lang, size in src_vocabs.items():
+            embed.add_language(lang, size, table="src" if joint else None)
+        return embed
 
     # --- forward -------------------------------------------------------------
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -15,10 +15,24 @@ from .embeddings import LanguageTables
 from .ulr import UniversalLexicalEmbedding
 
 
+# The source embeddings, by the name model.embedding gives them. Each implements
+# the interface documented in embeddings.py; nothing else asks which one it holds.
+EMBEDDINGS: dict[str, type[nn.Module]] = {cls.kind: cls for cls in (LanguageTables, UniversalLexicalEmbedding)}
+
+
+def embedding_class(kind: str) -> type[nn.Module]:
+    if kind not in EMBEDDINGS:
+        raise ValueError(f"source embedding {kind!r} unknown ({', '.join(EMBEDDINGS)})")
+    return EMBEDDINGS[kind]
+
+
+def needs_vectors(cfg: ModelConfig) -> bool:
+    """Whether building this model needs the prepared folder's aligned vectors."""
+    return embedding_class(cfg.embedding).needs_vectors
+
+
 def embedding_from_layout(embed_dim: int, layout: dict) -> nn.Module:
-    if layout.get("kind", "tables") == "ulr":
-        return UniversalLexicalEmbedding.from_layout(embed_dim, layout)
-    return LanguageTables.from_layout(embed_dim, layout)
+    return embedding_class(layout.get("kind", "tables")).from_layout(embed_dim, layout)
 
 
 def fairseq_config(cfg: ModelConfig) -> TransformerConfig:
@@ -72,9 +86,17 @@ class MultilingualTransformer(FairseqEncoderDecoderModel):
         return cls(cfg, embedding_from_layout(cfg.embed_dim, layout["src_embed"]), layout["tgt_vocab_size"])
 
     def fold_embeddings(self) -> None:
-        """Replace a ULR embedding by equivalent plain tables (inference)."""
-        if isinstance(self.src_embed, UniversalLexicalEmbedding):
-            self.encoder.embed_tokens = self.src_embed.fold()
+        """Replace the source embedding by equivalent plain tables (inference)."""
+        folded = self.src_embed.fold()
+        if folded is not self.src_embed:
+            self.encoder.embed_tokens = folded
+
+    SRC_EMBED_PREFIX = "encoder.embed_tokens."
+
+    def source_parameter_roles(self) -> dict[str, str]:
+        """The source embedding's parameter roles (embeddings.py), by this
+        model's parameter names."""
+        return {self.SRC_EMBED_PREFIX + n: role for n, role in self.src_embed.parameter_roles().items()}
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Named parts, for choosing what adaptation tunes."""
@@ -101,19 +123,5 @@ def build_model(
     `ulr` gives the fixed vectors: {'en_vectors': [V_en, d_q], 'key_ids': [K],
     'queries': {table name: [V, d_q]}}."""
     cfg.validate()
-    if cfg.embedding == "ulr":
-        if ulr is None:
-            raise ValueError("ULR embedding needs query and key vectors (prepare with ulr_vectors: true)")
-        en_vectors = torch.as_tensor(ulr["en_vectors"], dtype=torch.float32)
-        key_ids = torch.as_tensor(ulr["key_ids"], dtype=torch.long)
-        embed = UniversalLexicalEmbedding(cfg.embed_dim, en_vectors.shape[1], tgt_vocab_size, len(key_ids), cfg.ulr_tau)
-        embed.set_english(en_vectors, key_ids)
-        for lang, size in src_vocabs.items():
-            name = "src" if joint else lang
-            q = ulr["queries"].get(name)
-            embed.add_language(lang, size, table="src" if joint else None, queries=None if q is None else torch.as_tensor(q))
-    else:
-        embed = LanguageTables(cfg.embed_dim)
-        for lang, size in src_vocabs.items():
-            embed.add_language(lang, size, table="src" if joint else None)
+    embed = embedding_class(cfg.embedding).build(cfg.embed_dim, tgt_vocab_size, src_vocabs, joint=joint, vectors=ulr, tau=cfg.ulr_tau)
     return MultilingualTransformer(cfg, embed, tgt_vocab_size)

@@ -32,6 +32,15 @@ class _Buffer(nn.Module):
 
 
 class UniversalLexicalEmbedding(nn.Module):
+    """The source-embedding interface of embeddings.py: delta's tables are
+    language-specific, the universal values are shared by every language
+    (and kept out of language-specific updates), A and the specials are
+    shared parameters."""
+
+    kind = "ulr"
+    needs_vectors = True
+    needs_queries = True
+
     def __init__(self, embed_dim: int, query_dim: int, en_vocab_size: int, num_universal: int, tau: float = 0.05):
         super().__init__()
         self.embedding_dim = embed_dim
@@ -79,6 +88,32 @@ class UniversalLexicalEmbedding(nn.Module):
                     raise ValueError(f"queries for {lang!r} have shape {tuple(queries.shape)}, expected {(vocab_size, self.query_dim)}")
                 buf.weight.copy_(torch.as_tensor(queries))
             self.queries[name] = buf
+
+    def language_inputs(self, lang: str) -> dict:
+        """The query vectors `lang` was added with (a copy)."""
+        return {"queries": self.queries[self.delta.lang_table[lang]].weight.clone()}
+
+    def parameter_roles(self) -> dict[str, str]:
+        roles = {"A": "shared", "values": "universal"}
+        roles.update({f"delta.{name}": role for name, role in self.delta.parameter_roles().items()})
+        return roles
+
+    @classmethod
+    def build(cls, embed_dim: int, tgt_vocab_size: int, src_vocabs: dict[str, int], joint: bool = False,
+              vectors: dict | None = None, tau: float = 0.05) -> "UniversalLexicalEmbedding":
+        """`vectors`: the prepared folder's fixed vectors: {'en_vectors': [V_en, d_q],
+        'key_ids': [K], 'queries': {table name: [V, d_q]}}."""
+        if vectors is None:
+            raise ValueError("ULR embedding needs query and key vectors (prepare with ulr_vectors: true)")
+        en_vectors = torch.as_tensor(vectors["en_vectors"], dtype=torch.float32)
+        key_ids = torch.as_tensor(vectors["key_ids"], dtype=torch.long)
+        embed = cls(embed_dim, en_vectors.shape[1], tgt_vocab_size, len(key_ids), tau)
+        embed.set_english(en_vectors, key_ids)
+        for lang, size in src_vocabs.items():
+            name = "src" if joint else lang
+            q = vectors["queries"].get(name)
+            embed.add_language(lang, size, table="src" if joint else None, queries=None if q is None else torch.as_tensor(q))
+        return embed
 
     def set_english(self, en_vectors: torch.Tensor, key_ids: torch.Tensor) -> None:
         self.en_vectors.copy_(torch.as_tensor(en_vectors))

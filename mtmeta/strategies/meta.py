@@ -26,6 +26,8 @@ nothing else would train them.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.func import functional_call
@@ -33,22 +35,27 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..config import MetaConfig
 from ..engine import sequence_loss
-from ..model.ulr import UniversalLexicalEmbedding
+from ..tasks import TaskSampler
+from ..validation import MetaValidator
 from .base import Strategy
 
 
 def parameter_split(model) -> tuple[list[str], list[str]]:
-    """(inner names, outer names) following the paper. With ULR the
-    language-specific delta tables are inner-only; the specials (EOS, BOS,
-    PAD, UNK: shared by every language, and zero in the universal part) are
-    meta-updated, or nothing would ever train the EOS every source ends with."""
+    """(inner names, outer names) following the paper, from the roles the
+    source embedding gives its parameters (mtmeta/model/embeddings.py).
+    Universal parameters (ULR's values) are meta-updated only; where there
+    are universal parameters, the language-specific tables (ULR's delta) are
+    inner-only, since the universal part carries what is learned across
+    languages; without them the tables are meta-updated too, as nothing else
+    would train them. Shared parameters (the specials: EOS, BOS, PAD, UNK,
+    and A) take both steps, or nothing would ever train the EOS every
+    source ends with."""
     names = [n for n, p in model.named_parameters()]
-    emb = model.src_embed
-    if isinstance(emb, UniversalLexicalEmbedding):
-        inner = [n for n in names if not n.endswith("embed_tokens.values")]
-        outer = [n for n in names if ".delta.tables." not in n]
-    else:
-        inner = outer = list(names)
+    roles = model.source_parameter_roles()
+    universal = {n for n, role in roles.items() if role == "universal"}
+    language = {n for n, role in roles.items() if role == "language"} if universal else set()
+    inner = [n for n in names if n not in universal]
+    outer = [n for n in names if n not in language]
     return inner, outer
 
 
@@ -63,7 +70,7 @@ def batch_loss(model, batch, label_smoothing, params=None) -> torch.Tensor:
 
 def inner_optimizer(params, kind: str, lr: float) -> torch.optim.Optimizer:
     """The simulated-learning step's optimizer: a fresh Adam per task, as in
-    the paper, or plain SGD. Shared with evaluation/meta_diagnostics.py so
+    the paper, or plain SGD. Shared with benchmarks/meta_diagnostics.py so
     the diagnostic measures exactly the step training takes."""
     if kind == "adam":
         return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.98))
@@ -82,6 +89,21 @@ class _Functional:
 
 class MetaStrategy(Strategy):
     name = "metanmt"
+
+    @classmethod
+    def build(cls, cfg, tasks: dict, model, seed: int) -> "MetaStrategy":
+        # MetaNMT samples tasks uniformly by default (temperature -> infinity).
+        temperature = math.inf if cfg.meta.task_sampling == "uniform" else cfg.temperature
+        return cls(TaskSampler(tasks, temperature, seed), cfg.meta, model)
+
+    @classmethod
+    def validator(cls, cfg, default):
+        """With meta.meta_valid_lang: meta-validation (fine-tune a copy on that
+        language's adapt set, score it on its validation set)."""
+        m = cfg.meta
+        if not m.meta_valid_lang:
+            return default
+        return MetaValidator(cfg.data, m.meta_valid_lang, m.meta_valid_steps, m.meta_valid_sentences, cfg.select_metric, cfg.lr, seed=cfg.seed)
 
     def __init__(self, sampler, cfg: MetaConfig, model):
         super().__init__(sampler, tune="all")

@@ -1,6 +1,7 @@
 """Plain supervised steps: one batch, one gradient. Multitask training,
-transfer from a parent pair, training from scratch and fine-tuning are all
-this step; they differ only in which tasks feed the sampler and where the
+transfer from a parent pair, fine-tuning and training from scratch on an
+adapt set (`mtmeta adapt --scratch`: fine-tuning from random parameters)
+are all this step; they differ only in which tasks feed the sampler and where the
 parameters start."""
 from __future__ import annotations
 
@@ -29,11 +30,9 @@ class TransferStrategy(SupervisedStrategy):
 
     name = "transfer"
 
-
-class ScratchStrategy(SupervisedStrategy):
-    """No pre-training: the adapt set alone, from random parameters."""
-
-    name = "scratch"
+    @classmethod
+    def train_langs(cls, cfg, available: list[str]) -> list[str]:
+        return [cfg.parent_lang]
 
 
 class FineTuneStrategy(SupervisedStrategy):

@@ -8,7 +8,7 @@ median. Each variant's BLEU/chrF is scored against the reference and
 against native fp32's output (how much the faster path changes the
 translations). A short profile shows where native decoding time goes.
 
-    python -m evaluation.bench_decode --checkpoint work/adapt-ro/best.pt --data work/prepared \\
+    python -m benchmarks.bench_decode --checkpoint work/adapt-ro/best.pt --data work/prepared \\
         --lang ro --sentences 500 --beam 4 --rounds 3 --out results/decode_speed.json
 
 Everything is measured on the machine at hand: --device auto picks CUDA
@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from data_prep.prepare import read_protected
-from evaluation.scoring import score
+from mtmeta.scoring import score
 from mtmeta.checkpoint import load_bundle
 from mtmeta.decoding import translate
 from mtmeta.errors import MtmetaError

@@ -5,7 +5,7 @@ import time
 from pathlib import Path
 
 from data_prep.prepare import read_protected
-from evaluation.scoring import score, write_json
+from .scoring import score, write_json
 from .decoding import translate
 from .errors import ConfigError
 

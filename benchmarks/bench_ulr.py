@@ -1,7 +1,7 @@
 """ULR speed: training tokens/s with ULR vs plain tables (same model size,
 same batches), and translation speed with ULR folded into tables vs live.
 
-    python -m evaluation.bench_ulr --data work/prepared-ulr --checkpoint work/ulr/train/best.pt \
+    python -m benchmarks.bench_ulr --data work/prepared-ulr --checkpoint work/ulr/train/best.pt \
         --lang ro --out results/ulr_speed.json
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from mtmeta.decoding import translate
 from mtmeta.engine import sequence_loss
 from mtmeta.model import build_model
 from mtmeta.tasks import Task, TaskSampler
-from mtmeta.training import load_prepared_vocabs
+from data_prep.prepared import load_prepared_vocabs
 
 
 def training_speed(data: str, embedding: str, steps: int, warmup: int, seed: int = 1) -> dict:

@@ -5,7 +5,7 @@ is one pass over a batch; a first-order meta-step is k passes over D plus
 one over D'. Variants are run round-robin in short chunks so a busy machine
 slows them all alike.
 
-    python -m evaluation.bench_meta --data work/prepared --out results/meta_throughput.json
+    python -m benchmarks.bench_meta --data work/prepared --out results/meta_throughput.json
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from mtmeta.model import build_model
 from mtmeta.strategies import MultitaskStrategy
 from mtmeta.strategies.meta import MetaStrategy
 from mtmeta.tasks import Task, TaskSampler
-from mtmeta.training import load_prepared_vocabs
+from data_prep.prepared import load_prepared_vocabs
 
 VARIANTS = {
     "multitask": None,

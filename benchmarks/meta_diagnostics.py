@@ -7,7 +7,7 @@ theta and at theta'. If the inner step barely changes anything, a first-order
 meta-gradient is the ordinary gradient on D' and MetaNMT reduces to
 multitask training with uniform task sampling and half the updates.
 
-    python -m evaluation.meta_diagnostics --checkpoint work/compare/pretrain/metanmt/best.pt \
+    python -m benchmarks.meta_diagnostics --checkpoint work/compare/pretrain/metanmt/best.pt \
         --data work/prepared-ulr --inner sgd:0.001 adam:0.0001 sgd:0.1 --out results/compare/meta_inner_step.json
 """
 from __future__ import annotations

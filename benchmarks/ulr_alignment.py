@@ -14,7 +14,7 @@ source-side neighbourhood: the word types seen at least twice in the
 language's text, plus the test words. Test pairs whose translations are all
 outside the English candidate set cannot be hit and are left out (counted).
 
-    python -m evaluation.ulr_alignment --data work/prepared-ulr \\
+    python -m benchmarks.ulr_alignment --data work/prepared-ulr \\
         --dictionaries ../shared/dictionaries/muse --out results/ulr_alignment_muse.json
 
 Never fit on the test split: it is read here only.

@@ -2,7 +2,7 @@
 vectors aligned to English (no fine-tuning), compared with the same model
 given random query vectors for that language.
 
-    python -m evaluation.ulr_zero_shot --checkpoint work/ulr/train-multitask/best.pt \
+    python -m benchmarks.ulr_zero_shot --checkpoint work/ulr/train-multitask/best.pt \
         --data work/prepared-ulr --langs ro ko --out results/ulr_zero_shot.json
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mtmeta.adaptation import adapt
 from mtmeta.config import AdaptConfig
-from mtmeta.evaluate import evaluate_checkpoint
+from mtmeta.score_testset import evaluate_checkpoint
 
 
 def main() -> None:
