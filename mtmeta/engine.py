@@ -327,6 +327,32 @@ class Engine:
             if note:
                 self.log(note)
         safe_io.append_jsonl(path, record)  # checked: a full disk is one line naming the log
+        self._tensorboard(record)
+
+    def _tensorboard(self, record: dict) -> None:
+        """The log's numbers as TensorBoard scalars in OUTPUT/tensorboard, against
+        target tokens (so strategies with different tokens per update line up by
+        budget). A resumed run purges what the interrupted one wrote past its resume point."""
+        if "loss" not in record and "validation" not in record:
+            return
+        if getattr(self, "_tb", None) is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(log_dir=str(self.output / "tensorboard"), purge_step=self.tokens or None)
+        if "loss" in record:
+            for key, tag in (("loss", "train/loss"), ("lr", "train/lr"), ("tok_s", "train/target_tokens_per_s"), ("step", "train/updates")):
+                if key in record:
+                    self._tb.add_scalar(tag, record[key], self.tokens)
+        else:
+            for key, value in record["validation"].items():
+                if isinstance(value, (int, float)) and key not in ("step", "tokens", "minutes", "score"):
+                    self._tb.add_scalar(f"valid/{key}", value, record["validation"]["tokens"])
+        self._tb.flush()
+
+    def _close_tensorboard(self) -> None:
+        if getattr(self, "_tb", None) is not None:
+            self._tb.close()
+            self._tb = None
 
     def run(self, resume: bool = True) -> dict:
         """Train. An exclusive lock on the output folder for the whole run:
@@ -334,7 +360,10 @@ class Engine:
         if self.rank != 0:  # distributed: rank 0 writes, and holds the lock
             return self._run(resume)
         with safe_io.OutputLock(self.output):
-            return self._run(resume)
+            try:
+                return self._run(resume)
+            finally:
+                self._close_tensorboard()
 
     def _run(self, resume: bool = True) -> dict:
         self.output.mkdir(parents=True, exist_ok=True)

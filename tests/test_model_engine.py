@@ -394,3 +394,16 @@ def test_snapshots_every_n_tokens_are_weights_only_and_loadable(prepared: Path, 
     assert "train_state" not in state and 400 <= state["snapshot"]["tokens"] < 800
     bundle, _ = load_bundle(snaps[-1])
     assert bundle.languages() == ["de", "es", "fr"]
+
+
+def test_tensorboard_scalars_against_tokens(prepared: Path, tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    r = run_train(prepared, tmp_path / "tb", 4, resume=False, bleu_sentences=0, log_every=2, validate_every=2)
+    acc = EventAccumulator(str(tmp_path / "tb" / "tensorboard"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "train/target_tokens_per_s", "valid/valid_nll"} <= tags
+    nll = acc.Scalars("valid/valid_nll")
+    assert [e.step for e in nll][-1] == r["tokens"] and len(nll) == 3  # steps 0, 2, 4
+    assert len(acc.Scalars("train/loss")) == 2
