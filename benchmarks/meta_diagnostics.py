@@ -8,7 +8,7 @@ meta-gradient is the ordinary gradient on D' and MetaNMT reduces to
 multitask training with uniform task sampling and half the updates.
 
     python -m benchmarks.meta_diagnostics --checkpoint work/compare/pretrain/metanmt/best.pt \
-        --data work/prepared-ulr --inner sgd:0.001 adam:0.0001 sgd:0.1 --out results/compare/meta_inner_step.json
+        --data work/prepared-ulr --inner sgd:0.001 adam:0.0001 sgd:0.1 --out results/archive/compare-3.5min-pretraining/meta_inner_step.json
 """
 from __future__ import annotations
 

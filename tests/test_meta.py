@@ -246,7 +246,7 @@ def _inner_step_move(variant: str, ulr: bool, **meta) -> float:
 def test_inner_step_defaults_move_theta(ulr):
     """The inner step each variant takes by default moves theta measurably: SGD
     at 1e-3 (the old default) left theta' == theta on real batches
-    (results/compare/meta_inner_step.json) and FOMAML became multitask. Run
+    (results/archive/compare-3.5min-pretraining/meta_inner_step.json) and FOMAML became multitask. Run
     the step, measure it; the old setting stays below the bar, so the bar
     tells them apart."""
     bar = 2e-4
