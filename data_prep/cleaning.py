@@ -83,6 +83,29 @@ def normalize_protected(text: ParallelText) -> ParallelText:
     )
 
 
+def drop_empty_pairs(text: ParallelText, notify=None) -> ParallelText:
+    """Pairs whose source or English side is empty (after `normalize` of the
+    source), dropped and said (stderr by default), as prepare drops them from
+    training text: for adaptation sets read from the user's own files, where
+    an empty pair would be trained on. An empty result is a DataError."""
+    from mtmeta.errors import DataError
+    from mtmeta.safe_io import notify_stderr
+
+    empty = [i for i, (s, t) in enumerate(zip(text.src, text.tgt)) if not s.strip() or not t.strip()]
+    if not empty:
+        return text
+    where = text.meta.get("src_path", text.name)
+    if len(empty) == len(text):
+        raise DataError(f"{where}: every line pair has an empty side; nothing to adapt on")
+    shown = ", ".join(str(i + 1) for i in empty[:5]) + (", ..." if len(empty) > 5 else "")
+    (notify or notify_stderr)(f"{where}: dropped {len(empty)} line pair(s) with an empty side (line {shown}); {len(text) - len(empty)} left")
+    keep = set(range(len(text))) - set(empty)
+    return ParallelText(
+        text.lang, text.role, text.name, [s for i, s in enumerate(text.src) if i in keep],
+        [t for i, t in enumerate(text.tgt) if i in keep], text.origin, dict(text.meta),
+    )
+
+
 def protected_keys(texts: list[ParallelText]) -> tuple[set[str], set[str]]:
     """Source and English sentences (normalised keys) that training must never see."""
     src_keys, en_keys = set(), set()

@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import torch
 
 from data_prep import sources
-from data_prep.cleaning import normalize_protected
+from data_prep.cleaning import drop_empty_pairs, normalize_protected
 from data_prep.corpus import ParallelText
 from data_prep.prepare import load_ulr_vectors, read_protected
 from data_prep.prepared import load_prepared_vocabs
@@ -49,7 +49,9 @@ def load_adapt_texts(cfg: AdaptConfig) -> tuple[ParallelText, ParallelText]:
             raise ConfigError("train_files and valid_files each take two paths: source side, English side")
         train = sources.load_plain_files(*cfg.train_files, lang=cfg.lang, role="adapt")
         valid = sources.load_plain_files(*cfg.valid_files, lang=cfg.lang, role="adapt-valid")
-        return normalize_protected(train), normalize_protected(valid)
+        # The one reader (data_prep.sources.read_lines); pairs with an empty side are dropped
+        # and said, as prepare drops them from training text.
+        return drop_empty_pairs(normalize_protected(train)), drop_empty_pairs(normalize_protected(valid))
     return read_protected(cfg.data, cfg.lang, "adapt"), read_protected(cfg.data, cfg.lang, "adapt-valid")
 
 
