@@ -1,7 +1,6 @@
 """Corpus scores with sacreBLEU: BLEU and chrF with their signatures."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -93,12 +92,8 @@ def score_files(hyp_path: str | Path, ref_path: str | Path) -> dict:
 
 def write_json(result: dict, path: str | Path) -> None:
     """Write JSON atomically and durably: a crash leaves the old file or the
-    new one, never half of one (run records are read back to resume)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    new one, never half of one (run records are read back to resume); a full
+    disk is one line naming the file (mtmeta.safe_io)."""
+    from .safe_io import atomic_write_json
+
+    atomic_write_json(path, result, "record")

@@ -116,6 +116,18 @@ def test_atomic_write_on_enospc(monkeypatch, tmp_path: Path) -> None:
     assert not (tmp_path / "run.json.tmp").exists()
 
 
+def test_run_record_on_enospc(monkeypatch, tmp_path: Path) -> None:
+    """Run records (done.json, results.json, forgetting.json) go through write_json."""
+    from mtmeta.scoring import write_json
+
+    path = tmp_path / "done.json"
+    write_json({"step": 1}, path)
+    monkeypatch.setattr(safe_io, "_fsync_file", lambda *_: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
+    with pytest.raises(safe_io.OutputError, match="done.json: disk full"):
+        write_json({"step": 2}, path)
+    assert json.loads(path.read_text()) == {"step": 1} and not (tmp_path / "done.json.tmp").exists()
+
+
 def test_any_enospc_is_one_line(capsys, monkeypatch) -> None:
     """A write the project does not wrap (numpy, sentencepiece, ...) on a full disk."""
     import mtmeta.cli as cli
