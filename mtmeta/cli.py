@@ -473,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
             flush_stdout()  # a failed stdout is silenced, so exit does not fail on it again
         except MtmetaError:
             pass
-        print(f"mtmeta: error: cannot write {e.filename or 'an output (stdout?)'}: {os_reason(e)}", file=sys.stderr)
+        print(f"mtmeta: error: cannot write {e.filename or 'an output'}: {os_reason(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("mtmeta: interrupted", file=sys.stderr)

@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import io
 import json
 import os
 import socket
+import stat
 import sys
 import time
 from pathlib import Path
@@ -162,10 +164,34 @@ def _stdout_error(e: OSError) -> OutputError:
 
 
 def write_stdout(text: str) -> None:
-    """Write to stdout and flush, checked: a short write raises OutputError."""
+    """Write to stdout, checked: a short write raises OutputError. Python's
+    buffered stdout accepts a short write to a full disk without a word (the
+    rest is dropped and the exit code stays 0), so the bytes go to the file
+    descriptor directly, in a loop that checks every count, and a regular
+    file is fsynced."""
     try:
-        sys.stdout.write(text)
         sys.stdout.flush()
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, io.UnsupportedOperation):  # not a real file (tests' capture)
+        fd = None
+    except OSError as e:
+        raise _stdout_error(e) from None
+    if fd is None:
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        except OSError as e:
+            raise _stdout_error(e) from None
+        return
+    data = memoryview(text.encode(getattr(sys.stdout, "encoding", None) or "utf-8", getattr(sys.stdout, "errors", None) or "strict"))
+    try:
+        while data:
+            n = os.write(fd, data)
+            if n <= 0:
+                raise OSError(errno.EIO, "write returned 0")
+            data = data[n:]
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            os.fsync(fd)
     except OSError as e:
         raise _stdout_error(e) from None
 

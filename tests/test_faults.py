@@ -66,6 +66,25 @@ def test_translate_to_full_stdout_fails(adapted_checkpoint: Path, tmp_path: Path
 
 
 @needs_dev_full
+def test_short_write_to_stdout_is_an_error(monkeypatch, tmp_path: Path) -> None:
+    """A disk that fills mid-way: the first write is short, the next fails. Python's
+    buffered stdout dropped the rest without a word (exit 0 with a cut file)."""
+    real_write, calls = os.write, []
+
+    def short_write(fd, data):
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real_write(fd, bytes(data[:100]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with open(tmp_path / "out.en", "w", encoding="utf-8") as f:
+        monkeypatch.setattr(sys, "stdout", f)
+        monkeypatch.setattr(os, "write", short_write)
+        with pytest.raises(safe_io.OutputError, match="stdout: write failed \\(disk full\\)"):
+            safe_io.write_stdout("x" * 10_000)
+    assert calls == [10_000, 9_900]
+
+
 def test_translate_output_file_on_full_disk(capsys, adapted_checkpoint: Path, tmp_path: Path) -> None:
     """--output: the write goes to a temp file; when it fails the old file is untouched."""
     src = tmp_path / "in.ro"
