@@ -6,6 +6,7 @@ sentencepiece id *is* the fairseq dictionary index: no remapping anywhere.
 from __future__ import annotations
 
 import io
+import random
 import logging
 from pathlib import Path
 
@@ -75,6 +76,10 @@ def train_vocab(sentences: list[str], lang: str, vocab_size: int, seed: int = 1,
     sentences = [s for s in sentences if s.strip()]
     if not sentences:
         raise DataError(f"no text to train the {lang!r} vocabulary on")
+    if len(sentences) > max_sentences:
+        # Our own seeded sample: sentencepiece's input sampling does not follow its seed
+        # in every process, which gave a new English vocabulary on each run of prepare.
+        sentences = random.Random(seed).sample(sentences, max_sentences)
     model = io.BytesIO()
     # Fixed seed: the same corpus gives the same vocabulary on every machine.
     spm.set_random_generator_seed(seed)
@@ -92,7 +97,7 @@ def train_vocab(sentences: list[str], lang: str, vocab_size: int, seed: int = 1,
         eos_id=EOS,
         unk_id=UNK,
         input_sentence_size=max_sentences,
-        shuffle_input_sentence=True,
+        shuffle_input_sentence=False,  # already sampled above
         num_threads=2,
         minloglevel=2,
     )

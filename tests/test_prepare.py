@@ -351,3 +351,19 @@ def test_leak_check_catches_a_source_side_leak(prepared: Path, tmp_path: Path) -
     save_pairs(path, src + [src_vocab.encode(sentence)], tgt + [en_vocab.encode("A harmless English line.")])
     with pytest.raises(DataError, match="protected"):
         prep_mod.verify_no_overlap(copy, LANGS)
+
+
+def test_vocabulary_from_a_sampled_corpus_is_the_same_in_every_process(tmp_path: Path, minipack: Path) -> None:
+    """Above max_sentences the corpus is sampled; the sample (and so the
+    vocabulary) must follow the seed in a fresh process too."""
+    import subprocess
+    import sys
+
+    code = (
+        "import glob, hashlib\n"
+        "from data_prep.vocab import train_vocab\n"
+        f"lines = [l for f in sorted(glob.glob({str(minipack)!r} + '/*-en/*.en')) for l in open(f, encoding='utf-8').read().splitlines()]\n"
+        "print(hashlib.sha256(train_vocab(lines, 'en', 300, seed=3, max_sentences=500).proto).hexdigest())\n"
+    )
+    runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()[-1] for _ in range(3)}
+    assert len(runs) == 1, runs
