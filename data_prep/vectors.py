@@ -300,7 +300,7 @@ SEEDS = ("dictionary", "induced", "both")
 # co-occurs with in the parallel sentences, the English piece spelled the
 # same way (names, numbers, shared subwords), the dictionary translations of
 # the word the piece spells, and the Procrustes-rotated monolingual vector.
-# Measured on MUSE test splits (de, da, sk; evaluation/ulr_alignment.py):
+# Measured on MUSE test splits (de, da, sk; benchmarks/ulr_alignment.py):
 # the rotated monolingual vectors alone give precision@1 ~0.01, the mix
 # 0.11-0.20 (results/ulr_alignment_muse.md).
 MIX = {"projection": 1.0, "identical": 1.0, "dictionary": 1.0, "procrustes": 0.5}
