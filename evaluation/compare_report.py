@@ -18,7 +18,7 @@ from pathlib import Path
 
 from data_prep.prepare import read_protected
 from data_prep.sources import read_lines
-from mtmeta.compare_plan import option_scores, plan_size, tier_rows
+from mtmeta.compare_plan import option_scores, plan_size, snapshot_label, tier_rows
 from mtmeta.errors import DataError
 from mtmeta.scoring import paired_bootstrap, write_json
 
@@ -184,7 +184,27 @@ def summary_markdown(cfg, rows: list[dict], tests: list[dict], notes: str = "") 
         trows = in_tier(cfg, rows, tier.name)
         if not trows:
             continue
-        if len(tier.sizes) > 1:  # learning curves
+        if len(tier.pretrain_tokens) > 1:  # adapted quality against the pre-training budget
+            L += [f"## {tier.name}: adapted scores against pre-training tokens", "",
+                  "Each pre-training run's weights-only snapshot after that many target tokens, adapted like the final "
+                  "models; the learning rate is a function of tokens, so a snapshot is the model a run with that "
+                  "budget would have ended with. Plot: `budget.png`.", ""]
+            for metric, label in (("valid_score", f"validation {cfg.adapt.select_metric} (adapt-valid, greedy)"),) + METRICS[:2]:
+                L += [f"### {label}", ""]
+                L += table(trows, lambda r: f"{r['strategy']} {r['lang']}", lambda r: snapshot_label(r["pretrain_tokens"]), metric,
+                           [f"{s} {x}" for x in langs for s in tier.strategies],
+                           [snapshot_label(n) for n in sorted(tier.pretrain_tokens)])
+                L.append("")
+        elif tier.pretrain_tokens:  # e.g. ablations at a smaller budget, each with its references
+            n = tier.pretrain_tokens[0]
+            L += [f"## {tier.name}: every strategy at {snapshot_label(n)} target tokens of pre-training", "",
+                  "All rows adapt the runs' snapshots at the same token count, so strategies trained with a "
+                  "smaller budget (ablations) are compared with references at that budget.", ""]
+            for metric, label in METRICS[:2]:
+                L += [f"### {label}", ""]
+                L += table(trows, lambda r: r["strategy"], lambda r: r["lang"], metric, tier.strategies, langs)
+                L.append("")
+        elif len(tier.sizes) > 1:  # learning curves
             L += [f"## {tier.name}: BLEU / chrF by adapt-set size (mean ± std over draws)", ""]
             for metric, label in METRICS[:2]:
                 L += [f"### {label}", ""]
@@ -219,6 +239,14 @@ def summary_markdown(cfg, rows: list[dict], tests: list[dict], notes: str = "") 
             b, c = t["bleu"], t["chrf"]
             L.append(f"| {t['lang']} | {t['seed']} | {b['baseline']:.2f} → {b['system']:.2f} | {b['p_value']:.3f} | {c['baseline']:.2f} → {c['system']:.2f} | {c['p_value']:.3f} |")
         L.append("")
+    adapted = [r for r in rows if r["size"] and r.get("adapt_best_step") is not None]
+    if adapted:
+        last = sum(r["adapt_best_step"] == r["adapt_steps"] for r in adapted)
+        early = sum(bool(r.get("adapt_stopped_early")) for r in adapted)
+        L += ["## Adaptation to convergence", "",
+              f"{len(adapted)} adapted cells (step budget {cfg.adapt.max_steps}, validation every {cfg.adapt.validate_every} "
+              f"steps, patience {cfg.adapt.patience}): {early} stopped early; in {last} the best checkpoint was the last one "
+              "(there the step budget, not validation, ended the run).", ""]
     notes_fixed = [
         "- Size 0 (zero-shot) cells fine-tune nothing, but the new language's vocabulary and ULR queries are built from the source side of its full adapt set (and the queries aligned with its parallel sentences).",
         "- Sizes above the adapt set add the language's adapt-extra WMT sets in file-name order, minus any pair with a side in its test or validation sets.",
@@ -289,6 +317,47 @@ def plot_learning_curves(cfg, rows: list[dict], path: Path) -> bool:
     return True
 
 
+def plot_budget(cfg, rows: list[dict], path: Path) -> bool:
+    """Adapted validation score and test BLEU against pre-training tokens, one
+    line per strategy, a column per target (tiers with several pretrain_tokens)."""
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tiers = [t for t in cfg.tiers if len(t.pretrain_tokens) > 1]
+    pts_rows = list({r["id"]: r for t in tiers for r in in_tier(cfg, rows, t.name)}.values())
+    if not pts_rows:
+        return False
+    langs = _ordered({r["lang"] for r in pts_rows}, cfg.targets)
+    strategies = _ordered({r["strategy"] for r in pts_rows}, [s for t in tiers for s in t.strategies])
+    panels = (("valid_score", f"adapt-valid {cfg.adapt.select_metric}"), ("bleu", "test BLEU"))
+    fig, axes = plt.subplots(len(panels), len(langs), figsize=(4.6 * len(langs), 3.4 * len(panels)), squeeze=False)
+    for j, lang in enumerate(langs):
+        for i, (metric, label) in enumerate(panels):
+            ax = axes[i][j]
+            for s in strategies:
+                by = defaultdict(list)
+                for r in pts_rows:
+                    if r["lang"] == lang and r["strategy"] == s and r.get(metric) is not None:
+                        by[r["pretrain_tokens"]].append(r[metric])
+                if by:
+                    xs = sorted(by)
+                    ax.errorbar([x / 1e6 for x in xs], [mean_std(by[x])[0] for x in xs], yerr=[mean_std(by[x])[1] for x in xs],
+                                marker="o", capsize=3, label=s)
+            ax.set_title(f"{lang}-en: {label}")
+            ax.set_xlabel("pre-training target tokens (millions)")
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+    axes[0][0].legend()
+    fig.suptitle(f"{cfg.name}: adapted quality against the pre-training budget")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def plot_headline(cfg, rows: list[dict], path: Path) -> bool:
     import matplotlib
 
@@ -335,6 +404,8 @@ def write_report(cfg, rows: list[dict], log=print) -> dict:
     plots = {}
     if plot_learning_curves(cfg, rows, results / "learning_curves.png"):
         plots["learning_curves"] = str(results / "learning_curves.png")
+    if plot_budget(cfg, rows, results / "budget.png"):
+        plots["budget"] = str(results / "budget.png")
     if plot_headline(cfg, rows, results / "headline_bars.png"):
         plots["headline"] = str(results / "headline_bars.png")
     return {"summary": str(summary), "significance": str(results / "significance.json"), **plots}

@@ -152,6 +152,27 @@ class Comparison:
         self.pretrained[name] = info
         return info
 
+    def snapshot(self, name: str, tokens: int) -> dict | None:
+        """Run `name`'s weights-only snapshot for `tokens`: the one saved at the
+        update that passed that many target tokens (the state a run with that
+        token budget ends in). None when the run never got there."""
+        tc = self.pretrain_config(name)
+        folder = Path(tc.output) / "snapshots"
+        for path in sorted(folder.glob("tokens-*.pt")):
+            at = int(path.stem.split("-")[1])
+            if tokens <= at < tokens + tc.snapshot_tokens:
+                return {"tokens": at, "path": str(path), "sha256": _sha256(path)}
+        return None
+
+    def snapshot_missing(self, cell: Cell) -> bool:
+        """A snapshot cell of a run that has finished (or early-stopped) short of its tokens."""
+        if not cell.pretrain_tokens:
+            return False
+        done = Path(self.pretrain_config(cell.strategy).output) / "done.json"
+        if not done.is_file():
+            return False
+        return json.loads(done.read_text(encoding="utf-8")).get("tokens", 0) < cell.pretrain_tokens
+
     def cell_settings(self) -> str:
         """Hash of everything besides the cell's own key that decides its
         result: adaptation, evaluation, scratch model, prepared data."""
@@ -191,8 +212,13 @@ class Comparison:
         t0 = time.time()  # the cell's own time: pre-training is reported with the strategy
         text, set_info = adapt_set(cfg, self.data, cell.lang, cell.size, cell.draw)
         out = self.work / "cells" / cell.id
+        snapshot = self.snapshot(cell.strategy, cell.pretrain_tokens) if cell.pretrain_tokens else None
+        if cell.pretrain_tokens and snapshot is None:
+            raise DataError(f"cell {cell.id}: {cell.strategy} kept no snapshot at {cell.pretrain_tokens} target tokens "
+                            f"(in {self.work / 'pretrain' / cell.strategy / 'snapshots'})")
+        start = snapshot["path"] if snapshot else pre["checkpoint"] if pre else ""
         adapted, result = adapt_and_translate(
-            cfg, cell.lang, pre["checkpoint"] if pre else "", text, out,
+            cfg, cell.lang, start, text, out,
             tune=cell.tune, seed=cell.seed, zero_shot=cell.size == 0,
         )
         ev = cfg.evaluate
@@ -212,9 +238,12 @@ class Comparison:
             "tiers": tiers,
             **dataclasses.asdict(cell),
             "pretrain": pre,
+            **({"pretrain_snapshot": snapshot} if snapshot else {}),
             "adapt_sentences": len(text),
             **set_info,
             "adapt_steps": adapted["step"],
+            "adapt_best_step": adapted.get("best_step"),  # best == last: the step budget may have been too small
+            "adapt_stopped_early": adapted.get("stopped_early"),
             "adapt_tokens": adapted["tokens"],
             "valid_metric": cfg.adapt.select_metric,
             "valid_score": adapted["best_score"] if cell.size else None,
@@ -244,6 +273,8 @@ class Comparison:
             if cell.tune == "best":
                 tune = resolve_best(self.cfg, rows, cell.strategy)
                 cell = dataclasses.replace(cell, tune=tune) if tune else cell
+            if self.snapshot_missing(cell):
+                continue  # early-stopped before these tokens: the report says where each run stopped
             if cell.id not in tiers_of:
                 order.append(cell)
                 tiers_of[cell.id] = []

@@ -23,10 +23,17 @@ class Cell:
     size: int  # adapt sentences; 0 = zero-shot
     draw: int  # 0 = the whole set (or set + extra); 1.. = random subsets
     seed: int
+    pretrain_tokens: int = 0  # 0 = the run's final model; N = its snapshot at N target tokens
 
     @property
     def id(self) -> str:
-        return f"{self.strategy}.{self.lang}.{self.tune}.n{self.size}.d{self.draw}.s{self.seed}"
+        base = f"{self.strategy}.{self.lang}.{self.tune}.n{self.size}.d{self.draw}.s{self.seed}"
+        return base + (f".p{snapshot_label(self.pretrain_tokens)}" if self.pretrain_tokens else "")
+
+
+def snapshot_label(tokens: int) -> str:
+    """10000000 -> '10M' (a cell id part and a plot label)."""
+    return f"{tokens // 1_000_000}M" if tokens % 1_000_000 == 0 else str(tokens)
 
 
 # --- the plan ---------------------------------------------------------------------
@@ -38,14 +45,15 @@ def expand(cfg: CompareConfig) -> list[tuple[Cell, str]]:
     out = []
     for tier in cfg.tiers:
         for seed in tier.seeds:
-            for strategy in tier.strategies:
-                for lang in tier.targets or cfg.targets:
-                    for tune in tier.tunes:
-                        tune = "all" if strategy == "scratch" else tune  # nothing pre-trained to keep fixed
-                        for size in tier.sizes:
-                            draws = range(1, tier.draws + 1) if 0 < size < cfg.full_size else [0]
-                            for draw in draws:
-                                out.append((Cell(strategy, lang, tune, size, draw, seed), tier.name))
+            for tokens in tier.pretrain_tokens or [0]:
+                for strategy in tier.strategies:
+                    for lang in tier.targets or cfg.targets:
+                        for tune in tier.tunes:
+                            tune = "all" if strategy == "scratch" else tune  # nothing pre-trained to keep fixed
+                            for size in tier.sizes:
+                                draws = range(1, tier.draws + 1) if 0 < size < cfg.full_size else [0]
+                                for draw in draws:
+                                    out.append((Cell(strategy, lang, tune, size, draw, seed, tokens), tier.name))
     return out
 
 
@@ -53,13 +61,13 @@ def option_scores(cfg: CompareConfig, rows: list[dict], strategy: str) -> dict[s
     """Mean validation score of each adaptation option over the targets, from
     the strategy's full-size runs at the first seed of the tiers that try
     several options (only when every option has the same targets)."""
-    seeds = [x for t in cfg.tiers if len(t.tunes) > 1 and strategy in t.strategies for x in t.seeds]
+    seeds = [x for t in cfg.tiers if len(t.tunes) > 1 and not t.pretrain_tokens and strategy in t.strategies for x in t.seeds]
     if not seeds:
         return {}
     full = [
         r for r in rows
         if r["strategy"] == strategy and r["size"] == cfg.full_size and r["draw"] == 0 and r["seed"] == min(seeds)
-        and r["valid_score"] is not None
+        and r["valid_score"] is not None and not r.get("pretrain_tokens")  # options are picked on the final models
     ]
     by_tune: dict[str, dict[str, float]] = {}
     for r in full:

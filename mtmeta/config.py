@@ -296,6 +296,12 @@ class TierConfig:
     sizes: list[int] = opt(help="adapt-set sizes; 0 = zero-shot; above the adapt set: + adapt-extra", factory=lambda: [800], min=0)
     draws: int = opt(1, "random subsets drawn for each size below the full adapt set", min=1)
     seeds: list[int] = opt(help="adaptation seeds", factory=lambda: [1])
+    # Adapt intermediate models instead of the final ones: how results depend on the
+    # pre-training budget, and ablations at a smaller budget with references at the same one.
+    pretrain_tokens: list[int] = opt(
+        help="adapt the runs' weights-only snapshots at these target-token counts (multiples of "
+             "their snapshot_tokens) instead of their final models; empty: the final models",
+        factory=list, min=1)
 
     def validate(self, strategies: list[str], targets: list[str]) -> None:
         where = f"tier {self.name!r}"
@@ -317,6 +323,10 @@ class TierConfig:
             raise ConfigError(f"{where}: draws must be >= 1 and seeds non-empty")
         if 0 in self.sizes and "scratch" in self.strategies:
             raise ConfigError(f"{where}: size 0 (zero-shot) needs a pre-trained model; scratch has none")
+        if self.pretrain_tokens and "scratch" in self.strategies:
+            raise ConfigError(f"{where}: pretrain_tokens picks pre-training snapshots; scratch has none")
+        if len(set(self.pretrain_tokens)) != len(self.pretrain_tokens):
+            raise ConfigError(f"{where}: pretrain_tokens has repeated values")
 
 
 @dataclass
@@ -359,7 +369,13 @@ class CompareConfig:
                 tr.validate()
             except ConfigError as e:
                 raise ConfigError(f"pretrain entry {name!r}: {e}") from None
-        budgets = {name: (tr.max_train_tokens, tr.max_minutes, tr.max_steps) for name, tr in self.pretrain.items()}
+        # Equal budget: every run whose final model a tier adapts (or that no tier uses) gets
+        # the same budget. A run used only through snapshots (an ablation at a smaller budget)
+        # may stop earlier: its tiers compare every strategy at the same snapshot tokens.
+        used_by = {name: [t for t in self.tiers if name in t.strategies] for name in self.pretrain}
+        snapshot_only = {name for name, tiers in used_by.items() if tiers and all(t.pretrain_tokens for t in tiers)}
+        budgets = {name: (tr.max_train_tokens, tr.max_minutes, tr.max_steps) for name, tr in self.pretrain.items()
+                   if name not in snapshot_only}
         if self.equal_budget and len(set(budgets.values())) > 1:
             raise ConfigError(
                 "compare: pre-training strategies must get the same budget (max_train_tokens, max_minutes, max_steps): "
@@ -378,6 +394,17 @@ class CompareConfig:
             raise ConfigError("compare: tier names must be unique")
         for tier in self.tiers:
             tier.validate(list(self.pretrain), self.targets)
+            for name in tier.strategies if tier.pretrain_tokens else []:
+                tr = self.pretrain[name]
+                for n in tier.pretrain_tokens:
+                    if not tr.snapshot_tokens or n % tr.snapshot_tokens:
+                        raise ConfigError(
+                            f"tier {tier.name!r}: pretrain_tokens {n} is not a multiple of the snapshot_tokens of {name!r} "
+                            f"({tr.snapshot_tokens or 'none kept'})")
+                    if not tr.max_train_tokens or n > tr.max_train_tokens:
+                        raise ConfigError(
+                            f"tier {tier.name!r}: pretrain_tokens {n} is beyond the budget of {name!r} "
+                            f"(max_train_tokens {tr.max_train_tokens or 'not set'})")
         for k, v in self.best_tune_from.items():
             if k not in self.pretrain or v not in self.pretrain:
                 raise ConfigError(f"best_tune_from: {k!r} -> {v!r}: both must be `pretrain` entries")

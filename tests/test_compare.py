@@ -9,10 +9,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from sacrebleu.metrics import BLEU, CHRF
 
 from mtmeta import config as C
+from mtmeta.checkpoint import read_checkpoint
 from mtmeta.cli import main
 from mtmeta.compare import adapt_set, expand, load_rows, resolve_best
 from mtmeta.errors import ConfigError, DataError
@@ -26,6 +28,7 @@ ROW_KEYS = {
     "adapt_set", "adapt_lines", "adapt_steps", "adapt_tokens", "valid_metric", "valid_score", "test", "sentences",
     "bleu", "chrf", "tok_bleu", "bleu_signature", "chrf_signature", "tok_bleu_signature", "beam", "hypotheses",
     "reference", "checkpoint", "adapt_seconds", "translate_seconds", "wall_seconds", "cell_settings",
+    "pretrain_tokens", "adapt_best_step", "adapt_stopped_early",
 }
 
 
@@ -97,6 +100,8 @@ def test_compare_miniature_grid(capsys, minipack: Path, tmp_path: Path) -> None:
         assert 0 <= r["bleu"] <= 100 and 0 < r["chrf"] <= 100 and 0 <= r["tok_bleu"] <= 100
         assert r["adapt_sentences"] == (200 if r["size"] in (0, 200) else 100)
         assert r["adapt_steps"] == (0 if r["size"] == 0 else 3)
+        assert r["pretrain_tokens"] == 0 and r["adapt_stopped_early"] in (False, None)
+        assert r["adapt_best_step"] in ((None,) if r["size"] == 0 else (0, 3))
         if r["strategy"] == "scratch":
             assert r["pretrain"] is None and r["tune"] == "all"
         else:
@@ -189,6 +194,73 @@ def test_compare_miniature_grid(capsys, minipack: Path, tmp_path: Path) -> None:
     assert main(["compare", str(path)]) == 2
     err = capsys.readouterr().err
     assert "pre-training 'metanmt'" in err and "other settings (lr)" in err
+
+
+def snapshot_grid(tmp_path: Path, minipack: Path) -> dict:
+    """Token budgets with snapshots: a budget tier (two snapshot points of the
+    main runs) and an ablation tier at the first point, where an entry with
+    that smaller budget meets the main runs' snapshots."""
+    data = grid(tmp_path, minipack)
+    data["train"].update({"max_steps": 0, "max_train_tokens": 2400, "snapshot_tokens": 800})
+    data["pretrain"]["multitask-small"] = {"strategy": "multitask", "max_train_tokens": 800}
+    data["tiers"] = [
+        {"name": "options", "strategies": ["multitask", "metanmt"], "tunes": ["all", "emb"], "sizes": [200]},
+        {"name": "budget", "strategies": ["multitask", "metanmt"], "pretrain_tokens": [800, 1600], "sizes": [200]},
+        {"name": "ablations", "strategies": ["multitask", "multitask-small"], "pretrain_tokens": [800], "tunes": ["all"], "sizes": [200]},
+    ]
+    return data
+
+
+def test_compare_snapshot_tiers(capsys, minipack: Path, tmp_path: Path) -> None:
+    path = write(tmp_path, snapshot_grid(tmp_path, minipack))
+    assert main(["-q", "compare", str(path)]) == 0
+    results = tmp_path / "results"
+    rows = {r["id"]: r for r in load_rows(results / "results.jsonl")}
+    snap = {i: r for i, r in rows.items() if r["pretrain_tokens"]}
+    best = {s: resolve_best(C.load_compare_yaml(path), list(rows.values()), s) for s in ("multitask", "metanmt")}
+    expected = {f"{s}.ro.{best[s]}.n200.d0.s1.p{n}" for s in ("multitask", "metanmt") for n in ("800", "1600")}
+    expected |= {"multitask.ro.all.n200.d0.s1.p800", "multitask-small.ro.all.n200.d0.s1.p800"}
+    assert set(snap) == expected
+    for r in snap.values():
+        at = r["pretrain_snapshot"]["tokens"]
+        assert r["pretrain_tokens"] <= at < r["pretrain_tokens"] + 800
+        assert Path(r["pretrain_snapshot"]["path"]).name == f"tokens-{at:012d}.pt"
+    # A snapshot is the model a run with that token budget ends with: the smaller-budget
+    # entry's final snapshot is bit-identical to the main run's, and adapts identically.
+    a, b = snap["multitask.ro.all.n200.d0.s1.p800"], snap["multitask-small.ro.all.n200.d0.s1.p800"]
+    wa = read_checkpoint(a["pretrain_snapshot"]["path"])["model"]
+    wb = read_checkpoint(b["pretrain_snapshot"]["path"])["model"]
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert a["pretrain_snapshot"]["tokens"] == b["pretrain_snapshot"]["tokens"]
+    assert (a["bleu"], a["chrf"], a["valid_score"]) == (b["bleu"], b["chrf"], b["valid_score"])
+    assert b["pretrain"]["tokens"] < a["pretrain"]["tokens"]
+    summary = (results / "summary.md").read_text(encoding="utf-8")
+    table = markdown_table(summary.split("## budget")[1], "### BLEU")
+    assert table["multitask ro"][1] == fmt([snap[f"multitask.ro.{best['multitask']}.n200.d0.s1.p1600"]["bleu"]])
+    assert "## ablations: every strategy at 800 target tokens" in summary
+    assert (results / "budget.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    last = sum(r["adapt_best_step"] == r["adapt_steps"] for r in rows.values())
+    assert f"{len(rows)} adapted cells (step budget 3, " in summary
+    assert f"in {last} the best checkpoint was the last one" in summary
+
+
+def test_snapshot_tier_validation(tmp_path: Path, minipack: Path) -> None:
+    bad = snapshot_grid(tmp_path, minipack)
+    bad["tiers"][1]["pretrain_tokens"] = [1000]
+    with pytest.raises(ConfigError, match="not a multiple of the snapshot_tokens of 'multitask'"):
+        C.load_compare_yaml(write(tmp_path, bad))
+    bad = snapshot_grid(tmp_path, minipack)
+    bad["tiers"][2]["pretrain_tokens"] = [1600]
+    with pytest.raises(ConfigError, match="beyond the budget of 'multitask-small'"):
+        C.load_compare_yaml(write(tmp_path, bad))
+    bad = snapshot_grid(tmp_path, minipack)
+    bad["tiers"][0]["strategies"].append("multitask-small")  # its final model beside 2400-token ones
+    with pytest.raises(ConfigError, match="same budget"):
+        C.load_compare_yaml(write(tmp_path, bad))
+    bad = snapshot_grid(tmp_path, minipack)
+    bad["tiers"][1]["strategies"].append("scratch")
+    with pytest.raises(ConfigError, match="scratch has none"):
+        C.load_compare_yaml(write(tmp_path, bad))
 
 
 def test_adapt_set_draws(prepared: Path, tmp_path: Path, minipack: Path) -> None:
