@@ -84,13 +84,17 @@ def word_vectors(piece_vectors: np.ndarray, segmentations: list[list[int]]) -> n
 def adapt_dictionary(path: str, data: str | Path, lang: str) -> list[tuple[str, str]] | None:
     """The dictionary `mtmeta adapt` seeds a new language's alignment with:
     `path`; '' = the MUSE file beside the pack the prepared folder `data` was
-    made from (when there is one); 'none' = no dictionary (induced seeds)."""
+    made from, or beside `data` itself when it is a corpus pack (when there
+    is one); 'none' = no dictionary (induced seeds)."""
     if path == "none":
         return None
     if path:
         return read_dictionary(path)
     import json
 
+    if (Path(data) / "MANIFEST.tsv").is_file() and not (Path(data) / "summary.json").is_file():  # a pack, not prepared
+        found = default_dictionary(data, lang)
+        return read_dictionary(found) if found else None
     try:
         summary = json.loads((Path(data) / "summary.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -477,11 +477,38 @@ def protected_files(folder: str | Path, lang: str, role: str, name: str | None =
     return src, ref, name
 
 
+def is_pack(folder: str | Path) -> bool:
+    """A corpus pack (MANIFEST.tsv), not a prepared folder (summary.json)."""
+    p = Path(folder)
+    return (p / sources.MANIFEST).is_file() and not (p / SUMMARY).is_file()
+
+
+def read_pack_protected(pack: str | Path, lang: str, role: str, name: str | None = None) -> ParallelText:
+    """A protected set read straight from a corpus pack, by its role in
+    MANIFEST.tsv, as prepare writes it into a prepared folder (source side
+    normalised, references as they are): adapt from a released model and
+    score its test set without preparing the whole pack."""
+    texts = sources.load_pack(pack, langs=[lang], roles=[role])
+    names = sorted(t.name for t in texts)
+    if name is None:
+        if not names:
+            raise DataError(f"{Path(pack) / sources.MANIFEST}: no {role} set for {lang!r}")
+        name = names[0]
+    found = [t for t in texts if t.name == name]
+    if not found:
+        raise DataError(f"{Path(pack) / sources.MANIFEST}: no {role} set named {name!r} for {lang!r} (have: {', '.join(names) or 'none'})")
+    return normalize_protected(found[0])
+
+
 def read_protected(folder, lang, role, name=None) -> ParallelText:
+    """A protected set of a prepared folder (text/<xx>-en/<role>/), or of a
+    corpus pack given instead of a prepared folder (read_pack_protected)."""
+    if is_pack(folder):
+        return read_pack_protected(folder, lang, role, name)
     src, ref, name = protected_files(folder, lang, role, name)
     s = src.read_text(encoding="utf-8").split("\n")[:-1]
     r = ref.read_text(encoding="utf-8").split("\n")[:-1]
     return ParallelText(lang, role, name, s, r, str(src))
 
 
-__all__ = ["prepare", "load_summary", "load_ulr_vectors", "protected_files", "protected_names", "read_protected", "normalize"]
+__all__ = ["prepare", "is_pack", "load_summary", "load_ulr_vectors", "protected_files", "protected_names", "read_pack_protected", "read_protected", "normalize"]

@@ -15,6 +15,7 @@ adapting and with the best adapted checkpoint (OUTPUT/forgetting.json).
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -187,6 +188,7 @@ def adapt(
     """`texts`: (adapt, validation) sets given directly, e.g. a subset drawn
     by `mtmeta compare`; otherwise they come from `cfg`."""
     cfg.validate()
+    t_start, cpu_start = time.time(), time.process_time()  # wall and CPU: the split holds on a loaded machine too
     hw = hardware.setup(cfg.device, cfg.precision, cfg.threads)  # impossible settings fail before any work
     log(f"adapt: {hw.describe()}")
     torch.manual_seed(cfg.seed)  # the new language's table starts the same on every run
@@ -239,12 +241,25 @@ def adapt(
         f"adapting to {cfg.lang} from {start} ({added['vocabulary']} vocabulary; tuning {tune}): "
         f"{len(train_data)} training pairs, {len(valid_data)} validation pairs"
     )
+    # Where adaptation's time goes (result["timing"]): setup = load, vocabulary, ULR alignment.
+    timing = {"setup_seconds": time.time() - t_start, "setup_cpu_seconds": time.process_time() - cpu_start,
+              "validations": 0, "validation_seconds": 0.0, "validation_cpu_seconds": 0.0}
+
+    def timed_validation(engine) -> dict:
+        wall, cpu = time.time(), time.process_time()
+        try:
+            return validator(engine)
+        finally:
+            timing["validations"] += 1
+            timing["validation_seconds"] += time.time() - wall
+            timing["validation_cpu_seconds"] += time.process_time() - cpu
+
     engine = Engine(
         bundle,
         strategy,
         cfg,
         cfg.output,
-        validate=validator,
+        validate=timed_validation,
         run_config={"kind": "adapt", **dataclasses.asdict(cfg)},
         log=log,
         progress=progress,
@@ -252,7 +267,9 @@ def adapt(
     )
     result = engine.run(resume=resume)
     log(f"adapted {result['step']} steps in {result['minutes']:.1f} min; best {cfg.select_metric} {result['best_score']:.2f} -> {engine.best_path}")
-    result = {**result, "best": str(engine.best_path), "last": str(engine.last_path), "added": added}
+    timing.update(seconds=time.time() - t_start, cpu_seconds=time.process_time() - cpu_start)
+    result = {**result, "best": str(engine.best_path), "last": str(engine.last_path), "added": added,
+              "timing": {k: round(v, 1) if isinstance(v, float) else v for k, v in timing.items()}}
     if regularizer is not None:
         info = regularizer.describe()
         if getattr(regularizer, "source_langs", None):

@@ -109,6 +109,16 @@ def bundle_from_state(state: dict, path: str | Path = "checkpoint") -> Bundle:
     return Bundle(model, tgt, src)
 
 
+def read_model_state(path: str | Path) -> dict:
+    """A checkpoint file's state, or a release folder's (mtmeta/release.py:
+    verified against its manifest, weights as float32, no training state).
+    Training's resume reads last.pt with read_checkpoint, never a release."""
+    from .release import is_release, read_release
+
+    return read_release(path) if is_release(path) else read_checkpoint(path)
+
+
 def load_bundle(path: str | Path) -> tuple[Bundle, dict]:
-    state = read_checkpoint(path)
+    """The model of a checkpoint file or a release folder, and its state."""
+    state = read_model_state(path)
     return bundle_from_state(state, path), state

@@ -221,9 +221,22 @@ def cmd_translate(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .export import export_ctranslate2
+    from .export import export_ctranslate2, export_release
 
-    result = export_ctranslate2(args.checkpoint, args.output, quantization=args.quantization, force=args.force, log=_log(args))
+    if args.format == "release":
+        if args.quantization:
+            raise ConfigError("--quantization applies to --format ctranslate2; a release stores --dtype (default float16)")
+        import shlex
+
+        command = "mtmeta " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if Path(sys.argv[0]).name == "mtmeta" else ""
+        result = export_release(args.checkpoint, args.output, dtype=args.dtype or "float16", force=args.force,
+                                data=args.data, command=command or f"mtmeta export --format release --checkpoint {args.checkpoint} --output {args.output}",
+                                log=_log(args))
+        print(json.dumps(result, indent=1, ensure_ascii=False))
+        return 0
+    if args.dtype or args.data:
+        raise ConfigError(f"{'--dtype' if args.dtype else '--data'} applies to --format release")
+    result = export_ctranslate2(args.checkpoint, args.output, quantization=args.quantization or "float32", force=args.force, log=_log(args))
     print(json.dumps(result, indent=1, ensure_ascii=False))
     return 0
 
@@ -351,7 +364,8 @@ def cmd_recipe(args) -> int:
     _override_sections(cfg, args)
     from .training import check_train
 
-    check_train(cfg.train)  # the strategy name too, before prepare runs
+    if not cfg.pretrained:  # a released model is adapted as it is: nothing is trained
+        check_train(cfg.train)  # the strategy name too, before prepare runs
     with _work_lock(cfg, args):
         run_recipe(cfg, log=_log(args), progress=not _quiet(args))
     return 0
@@ -408,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_adapt)
 
     s = sub.add_parser("translate", help="translate stdin or a file into English")
-    s.add_argument("--checkpoint", help="mtmeta checkpoint (native engine)")
+    s.add_argument("--checkpoint", help="mtmeta checkpoint file or release folder (native engine)")
     s.add_argument("--input", help="file (default: stdin)")
     s.add_argument("--output", help="file (default: stdout)")
     s.add_argument("--no-fold", action="store_true", help="keep ULR live instead of folding it into tables (slower; for checks)")
@@ -427,12 +441,17 @@ def build_parser() -> argparse.ArgumentParser:
     _engine_arguments(s)
     s.set_defaults(func=cmd_evaluate)
 
-    s = sub.add_parser("export", help="write a checkpoint as a CTranslate2 model folder (fast decoding: --engine ctranslate2)")
-    s.add_argument("--checkpoint", required=True)
-    s.add_argument("--format", choices=["ctranslate2"], default="ctranslate2")
+    s = sub.add_parser("export", help="write a checkpoint as a CTranslate2 model folder (fast decoding: --engine ctranslate2) "
+                                      "or as a release folder (weights only, fp16, checksummed, with a model card)")
+    s.add_argument("--checkpoint", required=True, help="checkpoint file (ctranslate2 also reads a release folder)")
+    s.add_argument("--format", choices=["ctranslate2", "release"], default="ctranslate2",
+                   help="release: a folder that adapt/translate/evaluate/export read as --checkpoint (mtmeta/release.py)")
     s.add_argument("--output", required=True, help="folder to write (refuses a non-empty folder that is not an earlier export)")
-    s.add_argument("--quantization", choices=["int8", "int16", "float32", "bfloat16"], default="float32",
-                   help="weights as stored; --compute-type can still pick another type at translation time")
+    s.add_argument("--quantization", choices=["int8", "int16", "float32", "bfloat16"],
+                   help="ctranslate2: weights as stored (default float32); --compute-type can still pick another type at translation time")
+    s.add_argument("--dtype", choices=["bfloat16", "float16", "float32"],
+                   help="release: how floating-point weights are stored (default float16, bfloat16 for a tensor fp16 holds worse; read back as float32)")
+    s.add_argument("--data", help="release: the prepared folder the model was trained on, for the model card (default: the one the checkpoint names)")
     s.add_argument("--force", action="store_true", help="replace an earlier export in --output")
     s.set_defaults(func=cmd_export)
 

@@ -263,6 +263,10 @@ class RecipeConfig:
 
     name: str = opt("quick", "recipe name")
     workdir: str = opt("work/quick", "folder for everything the recipe makes")
+    # A released model instead of prepare + train: adapt it to each target and score.
+    pretrained: str = opt("", "a released model folder (or checkpoint) to adapt: no prepare, no train ('': prepare and train)")
+    data: str = opt("", "with pretrained: the corpus pack (or prepared folder) holding each target's adapt, valid and test sets")
+    show: int = opt(0, "print this many source / output / reference lines of each test set", min=0)
     prepare: PrepareConfig = opt(help="the prepare section", factory=PrepareConfig)
     train: TrainConfig = opt(help="the train section", factory=TrainConfig)
     adapt: AdaptConfig = opt(help="the adapt section (lang, data, checkpoint and output are set per target)", factory=AdaptConfig)
@@ -273,8 +277,12 @@ class RecipeConfig:
         """The whole recipe, before anything runs: a bad adapt or evaluate
         setting fails now, not after preparing and training."""
         check_fields(self, "recipe")
-        self.prepare.validate()
-        self.train.validate()
+        if self.pretrained:
+            if not self.data:
+                raise ConfigError("recipe: pretrained needs data (the corpus pack or prepared folder with the targets' sets)")
+        else:
+            self.prepare.validate()
+            self.train.validate()
         self.evaluate.validate()
         if not self.targets:
             raise ConfigError("recipe: targets is empty (nothing would be adapted or scored)")

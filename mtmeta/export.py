@@ -1,4 +1,7 @@
-"""Export to CTranslate2, and translation with the exported model.
+"""Export to CTranslate2, and translation with the exported model; and
+`mtmeta export --format release` (export_release): the weights-only,
+checksummed release folder of mtmeta/release.py with its model card
+(mtmeta/model_card.py), which every command reads as a checkpoint.
 
 `mtmeta export --checkpoint X.pt --format ctranslate2 --output DIR` writes a
 CTranslate2 model directory (model.bin, config.json and CTranslate2's
@@ -41,7 +44,7 @@ from .errors import CheckpointError, ConfigError
 
 FORMAT = 1
 META = "mtmeta_export.json"
-FORMATS = ("ctranslate2",)
+FORMATS = ("ctranslate2", "release")
 QUANTIZATIONS = ("int8", "int16", "float32", "bfloat16")
 COMPUTE_TYPES = ("auto", "int8", "int16", "float32", "bfloat16")
 SPECIAL_TOKENS = ("<s>", "<blank>", "</s>", "<unk>")  # ids 0..3 (BOS, PAD, EOS, UNK)
@@ -117,7 +120,7 @@ def export_ctranslate2(checkpoint: str | Path, output: str | Path, quantization:
     """Write the CTranslate2 export of `checkpoint` to `output`; return its metadata."""
     from ctranslate2.converters.converter import Converter
 
-    from .checkpoint import bundle_from_state, read_checkpoint
+    from .checkpoint import bundle_from_state, read_model_state
 
     _ct2()
     if quantization not in QUANTIZATIONS:
@@ -125,7 +128,7 @@ def export_ctranslate2(checkpoint: str | Path, output: str | Path, quantization:
     log = log or (lambda *_: None)
     out = Path(output)
     _check_output(out, force)
-    state = read_checkpoint(checkpoint)
+    state = read_model_state(checkpoint)  # a checkpoint file or a release folder
     bundle = bundle_from_state(state, checkpoint)
     embedding = bundle.model.src_embed.layout().get("kind", "tables")
     spec = build_spec(bundle)
@@ -154,7 +157,7 @@ def export_ctranslate2(checkpoint: str | Path, output: str | Path, quantization:
             "engine": "ctranslate2",
             "ctranslate2_version": ctranslate2.__version__,
             "quantization": quantization,
-            "source_checkpoint": {"path": str(checkpoint), "sha256": sha256(checkpoint), "bytes": Path(checkpoint).stat().st_size},
+            "source_checkpoint": _source_info(checkpoint, state),
             "step": state.get("step"),
             "embedding": embedding + (" (folded into tables)" if embedding == "ulr" else ""),
             "languages": languages,
@@ -181,6 +184,52 @@ def export_ctranslate2(checkpoint: str | Path, output: str | Path, quantization:
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
     log(f"exported {checkpoint} to {out} (CTranslate2 {meta['ctranslate2_version']}, {quantization}, {size / 1e6:.1f} MB, languages {', '.join(languages)})")
     return {"output": str(out), **{k: meta[k] for k in ("quantization", "ctranslate2_version", "source_checkpoint", "embedding", "languages")}}
+
+
+def _source_info(checkpoint: str | Path, state: dict) -> dict:
+    """Path, SHA-256 and bytes of what was exported: a checkpoint file, or a
+    release folder (its manifest's SHA-256, which covers every file)."""
+    if "release" in state:
+        from .release import read_manifest
+
+        files = read_manifest(checkpoint)["files"]
+        return {"path": str(checkpoint), "release": True, "sha256": state["release"]["manifest_sha256"],
+                "bytes": sum(f["bytes"] for f in files.values())}
+    return {"path": str(checkpoint), "sha256": sha256(checkpoint), "bytes": Path(checkpoint).stat().st_size}
+
+
+def export_release(checkpoint: str | Path, output: str | Path, dtype: str = "float16", force: bool = False,
+                   data: str | None = None, command: str = "", max_file_bytes: int = 0, log=None) -> dict:
+    """`mtmeta export --format release`: the release folder of `checkpoint`
+    (mtmeta/release.py) with its model card (mtmeta/model_card.py)."""
+    import time
+
+    from .checkpoint import bundle_from_state, read_checkpoint
+    from .model_card import build_card
+    from .release import MAX_FILE_BYTES, write_release
+
+    log = log or (lambda *_: None)
+    path = Path(checkpoint)
+    if path.is_dir():
+        raise ConfigError(f"--checkpoint {path}: a folder; --format release reads a checkpoint file (a release is already one)")
+    state = read_checkpoint(path)
+    bundle_from_state(state, path)  # the weights must build the recorded model before anything is written
+    ts = state.get("train_state") or state.get("snapshot") or {}
+    provenance = {
+        "checkpoint": {"path": str(path), "sha256": sha256(path), "bytes": path.stat().st_size},
+        "step": ts.get("step"),
+        "tokens": ts.get("tokens"),
+        "train_seconds": ts.get("elapsed"),
+        "run_config": state.get("run_config") or {},
+        "history": state.get("history") or [],
+        "made": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "command": command,
+    }
+    result = write_release(
+        state, output, dtype=dtype, max_file_bytes=max_file_bytes or MAX_FILE_BYTES, force=force, log=log,
+        provenance=provenance, card=lambda info: build_card(state, info, checkpoint, command=command, data=data),
+    )
+    return {**result, "checkpoint": str(path), "step": provenance["step"], "tokens": provenance["tokens"]}
 
 
 def _check_output(out: Path, force: bool) -> None:
@@ -328,6 +377,6 @@ def open_export(path: str | Path, compute_type: str = "auto", device: str = "aut
 
 
 __all__ = [
-    "COMPUTE_TYPES", "FORMATS", "QUANTIZATIONS", "ExportedModel", "build_spec", "ct2_device", "export_ctranslate2",
+    "COMPUTE_TYPES", "FORMATS", "QUANTIZATIONS", "ExportedModel", "build_spec", "ct2_device", "export_ctranslate2", "export_release",
     "is_export", "open_export", "read_export_meta", "resolve_compute_type", "sha256", "source_token",
 ]
