@@ -276,8 +276,9 @@ def read_manifest(folder: str | Path) -> dict:
     p = Path(folder)
     path = p / MANIFEST
     if not path.is_file():
+        hint = f"; for a run folder give its checkpoint file, e.g. {p / 'best.pt'}" if (p / "best.pt").is_file() else ""
         raise CheckpointError(
-            f"{path}: missing: {p} is a folder but not an mtmeta release (a release is made by `mtmeta export --format release`)"
+            f"{path}: missing: {p} is a folder but not an mtmeta release (a release is made by `mtmeta export --format release`){hint}"
         )
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
