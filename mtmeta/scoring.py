@@ -81,6 +81,29 @@ def paired_bootstrap(baseline: list[str], system: list[str], references: list[st
     return out
 
 
+REPEAT_RUN = 4  # issue 11's bar: "one token repeated 4 or more times in a row"
+
+
+def longest_repeat(line: str) -> int:
+    """The longest run of one word repeated back to back in `line`: words are
+    whitespace-separated and compared case-insensitively, so "The the the the"
+    is a run of 4. Punctuation stays part of a word ("the, the" is not a run)."""
+    best = run = 0
+    prev = None
+    for word in line.lower().split():
+        run = run + 1 if word == prev else 1
+        prev = word
+        best = max(best, run)
+    return best
+
+
+def repetition(hypotheses: list[str], run: int = REPEAT_RUN) -> dict:
+    """How many output lines hold one word repeated `run` or more times in a
+    row, and their share of all lines (in %)."""
+    lines = sum(1 for h in hypotheses if longest_repeat(h) >= run)
+    return {"repeat_lines": lines, "repeat_pct": round(100.0 * lines / len(hypotheses), 2) if hypotheses else 0.0, "repeat_run": run}
+
+
 def score_files(hyp_path: str | Path, ref_path: str | Path) -> dict:
     hyps, refs = read_lines(hyp_path), read_lines(ref_path)
     if len(hyps) != len(refs):
