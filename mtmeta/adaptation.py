@@ -33,7 +33,7 @@ from .data import PairData
 from .engine import Engine
 from .errors import ConfigError
 from . import hardware
-from .languages import add_language, init_from_overlap
+from .languages import add_language
 from .model import build_model
 from .model.transformer import needs_vectors
 from .regularizers import EWC, L2Prior, anchor_parameters, estimate_fisher, parameter_distance, tuned_names
@@ -210,8 +210,6 @@ def adapt(
     # theta*: the pre-trained parameters, before the new language adds any
     anchor = anchor_parameters(bundle.model) if cfg.regularizer != "none" and not cfg.zero_shot else None
     added = add_language(bundle, cfg, train_text, log)
-    if cfg.overlap_init and added["vocabulary"] == "new":
-        added.update(init_from_overlap(bundle, cfg.lang, log))
     bundle.model.to(hw.device)
     if anchor is not None:
         anchor = {n: a.to(hw.device) for n, a in anchor.items()}

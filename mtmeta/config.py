@@ -199,8 +199,6 @@ class AdaptConfig:
     model: ModelConfig = opt(help="model size, only used from scratch (--preset NAME)", factory=ModelConfig)
     zero_shot: bool = opt(False, "no fine-tuning: only add the language's vocabulary (and ULR queries)")
     random_queries: bool = opt(False, "ULR ablation: random instead of aligned query vectors")
-    overlap_init: bool = opt(False, "a new language's pieces that are also pieces of the model's source languages "
-                                    "start at those languages' mean embedding of them")
     vector_file: str = opt("", "ULR: your own fastText .vec for the new language")
     mono_files: list[str] = opt(help="ULR: extra monolingual text files for the new language's vectors", factory=list)
     dictionary: str = opt("", "ULR: X->English dictionary file ('': the pack's MUSE file when present; 'none': induced seeds only)")

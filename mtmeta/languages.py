@@ -12,7 +12,7 @@ from data_prep.cleaning import normalize
 from data_prep.corpus import ParallelText
 from data_prep.dictionaries import adapt_dictionary
 from data_prep.vectors import align_language
-from data_prep.vocab import N_SPECIAL, train_vocab
+from data_prep.vocab import train_vocab
 from .checkpoint import Bundle
 from .config import AdaptConfig
 
@@ -64,42 +64,3 @@ def add_language(bundle: Bundle, cfg: AdaptConfig, train: ParallelText, log=prin
         )
     embed.add_language(lang, len(vocab), queries=queries)
     return info
-
-
-@torch.no_grad()
-def init_from_overlap(bundle: Bundle, lang: str, log=print) -> dict:
-    """Start each piece of `lang`'s new vocabulary that also is a piece of a
-    source language the model knows (same string: names, numbers, shared
-    words and stems) at the mean of those languages' embeddings of it, so
-    the encoder reads it as it already reads it there. Other pieces keep
-    their start (ULR: the universal part alone; tables: random). Only the
-    new language's own table changes."""
-    embed = bundle.model.src_embed
-    pieces = bundle.src_vocabs[lang].pieces()
-    known = [k for k in bundle.src_vocabs if k != lang and k in embed.lang_table]
-    matches: dict[int, list[int]] = {}
-    for k in known:
-        offset = embed.offset(k)
-        where = {p: i for i, p in enumerate(bundle.src_vocabs[k].pieces()) if i >= N_SPECIAL}
-        for i, p in enumerate(pieces):
-            if i >= N_SPECIAL and p in where:
-                matches.setdefault(i, []).append(where[p] + offset)
-    if not matches:
-        log(f"{lang}: no piece shared with the model's source languages; embeddings start as they are")
-        return {"overlap_pieces": 0, "pieces": len(pieces)}
-    was_training = embed.training
-    embed.eval()
-    local = sorted(matches)
-    target = torch.stack([embed(torch.tensor(matches[i])).float().mean(0) for i in local])
-    ids = torch.tensor(local) + embed.offset(lang)
-    table = embed.tables[embed.lang_table[lang]].weight
-    rows = torch.tensor(local) - N_SPECIAL
-    if getattr(embed, "kind", "") == "ulr":
-        table[rows] = (target - embed.universal(ids).float()).to(table.dtype)  # delta: what ULR's universal part lacks
-    else:
-        table[rows] = target.to(table.dtype)
-    embed.train(was_training)
-    langs_per_piece = sum(len(v) for v in matches.values()) / len(matches)
-    log(f"{lang}: {len(matches)} of {len(pieces) - N_SPECIAL} pieces start from the model's embeddings of the same piece "
-        f"in its source languages (on average {langs_per_piece:.1f} languages each)")
-    return {"overlap_pieces": len(matches), "pieces": len(pieces)}
