@@ -114,8 +114,9 @@ def load_ids(path) -> tuple[list[list[int]], list[list[int]]]:
 
 
 def target_queries(data: Path, lang: str, en_vocab: Vocab, en_vectors: np.ndarray, dim: int, dictionary, seeds: str, en_words_count, log=print):
-    """A target language's queries as `mtmeta adapt` builds them (defaults:
-    2,000-piece vocabulary from the adapt set, 10 epochs)."""
+    """A target language's queries as `mtmeta adapt` builds them (its
+    defaults: 2,000-piece vocabulary from the adapt set, 10 epochs,
+    dictionary_projection)."""
     from data_prep.prepare import read_protected
     from data_prep.vectors import align_language
     from data_prep.vocab import train_vocab
@@ -129,6 +130,7 @@ def target_queries(data: Path, lang: str, en_vocab: Vocab, en_vectors: np.ndarra
     al = align_language(
         vocab, src_ids, en_vocab.encode_batch(train.tgt), en_vectors, dim, acfg.vector_epochs, acfg.seed, 50000,
         min_count=2, dictionary=dictionary, en_vocab=en_vocab, seeds=seeds, en_words=en_words_count,
+        dictionary_projection=acfg.dictionary_projection,
     )
     return vocab, al.vectors, src_ids
 

@@ -158,6 +158,8 @@ class PrepareConfig:
                                        factory=dict, flag="--dictionary", metavar="LANG=FILE")
     dictionary_dir: str = opt("", "ULR dictionaries folder ('': the pack's ../dictionaries/muse when present; 'none': no default)")
     dictionary_seeds: str = opt("dictionary", "Procrustes seeds with a dictionary", choices=("dictionary", "induced", "both"))
+    dictionary_projection: int = opt(0, "ULR: times each dictionary pair joins the parallel text as a one-word sentence pair "
+                                        "in the co-occurrence part of the queries (0: off; adapt uses 3)", min=0)
     seed: int = opt(1, "random seed (vocabularies, validation split, vectors)")
 
     def validate(self) -> None:

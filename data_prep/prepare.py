@@ -71,10 +71,19 @@ def load_sources(specs: list[SourceSpec]) -> list[ParallelText]:
     return texts
 
 
+# Settings added after folders were made with FORMAT_VERSION: at these
+# values they change nothing, so they stay out of the fingerprint and a
+# folder prepared before they existed is still reused.
+LATE_DEFAULTS = {"dictionary_projection": 0}
+
+
 def fingerprint(cfg: PrepareConfig, texts: list[ParallelText]) -> str:
     h = hashlib.sha256()
     settings = asdict(cfg)
     settings.pop("output")
+    for key, value in LATE_DEFAULTS.items():
+        if settings.get(key) == value:
+            settings.pop(key)
     h.update(json.dumps([FORMAT_VERSION, settings], sort_keys=True).encode())
     for t in texts:
         h.update(f"{t.lang}\t{t.role}\t{t.name}\t{len(t)}\n".encode())
@@ -370,6 +379,7 @@ def build_ulr_vectors(cfg: PrepareConfig, out: Path, en_vocab, src_vocabs: dict,
         al = align_language(
             vocab, src_ids, tgt_ids, en_vecs, dim, ep, seed, cap, mono, vec_file,
             dictionary=pairs or None, en_vocab=en_vocab, seeds=cfg.dictionary_seeds, en_words=en_words,
+            dictionary_projection=cfg.dictionary_projection,
         )
         np.save(folder / f"{table}.npy", al.vectors)
         al.report["dictionary_files"] = dict_files

@@ -177,8 +177,10 @@ def center(x: np.ndarray) -> np.ndarray:
 
 
 def procrustes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Orthogonal W minimising ||x W - y||_F (Schönemann 1966)."""
-    u, _, vt = np.linalg.svd(x.T @ y)
+    """Orthogonal W minimising ||x W - y||_F (Schönemann 1966). When the
+    two spaces differ in dimension, W has orthonormal rows (source smaller)
+    or columns (source larger)."""
+    u, _, vt = np.linalg.svd(x.T @ y, full_matrices=x.shape[1] == y.shape[1])
     return u @ vt
 
 
@@ -332,6 +334,17 @@ def project_cooccurrence(
     return _unit(out)
 
 
+def dictionary_sentences(vocab: Vocab, en_vocab: Vocab, pairs: list[tuple[str, str]]) -> tuple[list[list[int]], list[list[int]]]:
+    """Dictionary word pairs as one-word parallel sentences of piece ids
+    (pairs where either word has no known piece are left out)."""
+    from .dictionaries import segment
+
+    src = segment(vocab, [s for s, _ in pairs])
+    tgt = segment(en_vocab, [e for _, e in pairs])
+    keep = [(x, y) for x, y in zip(src, tgt) if x and y]
+    return [x for x, _ in keep], [y for _, y in keep]
+
+
 def identical_pieces(vocab: Vocab, en_vocab: Vocab, en_vectors: np.ndarray) -> np.ndarray:
     """The English vector of the English piece spelled like each source
     piece (zero where English has no such piece)."""
@@ -376,6 +389,7 @@ def align_language(
     en_words: dict[str, int] | None = None,
     vector_options: dict | None = None,
     mix: dict | None = None,
+    dictionary_projection: int = 0,
 ) -> Alignment:
     """Query vectors for one source language, in the English space.
 
@@ -389,7 +403,9 @@ def align_language(
     `en_vocab` (or with mix {'procrustes': 1, others 0}) the queries are the
     rotated vectors alone; otherwise the rotated vectors are mixed (MIX)
     with the parallel-text projection, identical pieces and dictionary
-    translations."""
+    translations. `dictionary_projection` > 0 also adds every dictionary
+    pair that many times to the parallel sentences the projection is
+    computed from (see align_vectors)."""
     if seeds not in SEEDS:
         raise DataError(f"seeds {seeds!r} unknown ({', '.join(SEEDS)})")
     text = list(mono_ids or []) + list(src_ids)
@@ -400,7 +416,8 @@ def align_language(
         how = f"trained on {min(len(text), max_sentences)} sentences"
     src_words = word_counts(vocab, text) if dictionary else None
     return align_vectors(
-        vecs, vocab, src_ids, tgt_ids, en_vectors, seed, min_count, dictionary, en_vocab, seeds, src_words, en_words, mix, how
+        vecs, vocab, src_ids, tgt_ids, en_vectors, seed, min_count, dictionary, en_vocab, seeds, src_words, en_words, mix, how,
+        dictionary_projection,
     )
 
 
@@ -419,8 +436,17 @@ def align_vectors(
     en_words: dict[str, int] | None = None,
     mix: dict | None = None,
     how: str = "",
+    dictionary_projection: int = 0,
 ) -> Alignment:
-    """align_language after its monolingual vectors `vecs` exist."""
+    """align_language after its monolingual vectors `vecs` exist.
+
+    `dictionary_projection` = k > 0: each dictionary pair, segmented into
+    its pieces, joins the parallel sentences k times as a one-word sentence
+    pair for the co-occurrence projection only (not for the induced seeds).
+    Pieces of dictionary words then co-occur with their translations'
+    pieces even where the parallel text never shows them together, which
+    is what reaches the many test words an 800-sentence adapt set never
+    contains (results/ulr_vector_sweep.md)."""
     if seeds not in SEEDS:
         raise DataError(f"seeds {seeds!r} unknown ({', '.join(SEEDS)})")
     mix = dict(MIX if en_vocab is not None else {"procrustes": 1.0}, **(mix or {}))
@@ -457,7 +483,11 @@ def align_vectors(
     parts = ["procrustes"]
     if en_vocab is not None:
         if mix.get("projection"):
-            queries = queries + mix["projection"] * project_cooccurrence(src_ids, tgt_ids, len(vocab), ys)
+            psrc, ptgt = src_ids, tgt_ids
+            if dictionary_projection and use_dict:
+                dsrc, dtgt = dictionary_sentences(vocab, en_vocab, dictionary)
+                psrc, ptgt = list(src_ids) + dsrc * dictionary_projection, list(tgt_ids) + dtgt * dictionary_projection
+            queries = queries + mix["projection"] * project_cooccurrence(psrc, ptgt, len(vocab), ys)
             parts.append("projection")
         if mix.get("identical"):
             queries = queries + mix["identical"] * identical_pieces(vocab, en_vocab, ys)
@@ -476,6 +506,7 @@ def align_vectors(
         "precision_at_1": round(precision_at_1(rotated, ys, test), 4),
         "precision_at_1_unaligned": round(precision_at_1(xs, ys, test), 4) if xs.shape[1] == ys.shape[1] else None,
         "queries": "+".join(f"{mix.get(p, 0)}*{p}" for p in parts),
+        "dictionary_projection": dictionary_projection if use_dict and mix.get("projection") else 0,
         "vectors": how,
     }
     return Alignment(queries.astype(np.float32), report)

@@ -203,6 +203,9 @@ class AdaptConfig:
     mono_files: list[str] = opt(help="ULR: extra monolingual text files for the new language's vectors", factory=list)
     dictionary: str = opt("", "ULR: X->English dictionary file ('': the pack's MUSE file when present; 'none': induced seeds only)")
     vector_epochs: int = opt(10, "ULR: fastText epochs for the new language", min=1)
+    dictionary_projection: int = opt(
+        3, "ULR: times each dictionary pair joins the adapt set as a one-word sentence pair in the "
+           "co-occurrence part of the queries (0: off; results/ulr_vector_sweep.md)", min=0)
     # Against forgetting the source languages: an L2 pull toward the
     # pre-trained start (the paper's Gaussian prior) or EWC.
     regularizer: str = opt("none", "against forgetting: L2 pull toward the pre-trained weights, or EWC", choices=("none", "l2", "ewc"))

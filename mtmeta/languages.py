@@ -55,6 +55,7 @@ def add_language(bundle: Bundle, cfg: AdaptConfig, train: ParallelText, log=prin
             min_count=2,
             dictionary=adapt_dictionary(cfg.dictionary, cfg.data, lang),
             en_vocab=bundle.tgt_vocab,
+            dictionary_projection=cfg.dictionary_projection,
         )
         queries = torch.from_numpy(al.vectors)
         info["alignment"] = al.report
