@@ -13,6 +13,7 @@ import json
 import math
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Protocol
@@ -28,6 +29,23 @@ from . import hardware as hw
 from . import safe_io
 from .checkpoint import Bundle, read_checkpoint, save_checkpoint
 from .errors import CheckpointError
+
+
+def _quiet_tensorboard_thread_errors() -> None:
+    """TensorBoard writes events in a background thread; a failed write (a full
+    disk) there prints a thread traceback and is raised again in the caller on the
+    next call, where the engine reports it in one line. Keep only that line."""
+    if getattr(threading.excepthook, "_mtmeta_tensorboard", False):
+        return
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if type(args.thread).__name__ == "_AsyncWriterThread" and isinstance(args.exc_value, OSError):
+            return
+        previous(args)
+
+    hook._mtmeta_tensorboard = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
 
 
 class EngineSettings(Protocol):
@@ -332,12 +350,24 @@ class Engine:
     def _tensorboard(self, record: dict) -> None:
         """The log's numbers as TensorBoard scalars in OUTPUT/tensorboard, against
         target tokens (so strategies with different tokens per update line up by
-        budget). A resumed run purges what the interrupted one wrote past its resume point."""
-        if "loss" not in record and "validation" not in record:
+        budget). A resumed run purges what the interrupted one wrote past its resume
+        point. TensorBoard is a view of train_log.jsonl: when it cannot write (a full
+        disk), it stops with one line and training goes on."""
+        if ("loss" not in record and "validation" not in record) or getattr(self, "_tb_failed", False):
             return
+        try:
+            self._write_tensorboard(record)
+        except OSError as e:
+            self._tb_failed = True
+            self._tb = None  # its thread has died; close() would raise the same error again
+            self.log(f"tensorboard: stopped writing {self.output / 'tensorboard'} ({safe_io.os_reason(e)}); "
+                     f"{self.output / 'train_log.jsonl'} has the same numbers")
+
+    def _write_tensorboard(self, record: dict) -> None:
         if getattr(self, "_tb", None) is None:
             from torch.utils.tensorboard import SummaryWriter
 
+            _quiet_tensorboard_thread_errors()
             self._tb = SummaryWriter(log_dir=str(self.output / "tensorboard"), purge_step=self.tokens or None)
         if "loss" in record:
             for key, tag in (("loss", "train/loss"), ("lr", "train/lr"), ("tok_s", "train/target_tokens_per_s"), ("step", "train/updates")):
@@ -351,7 +381,10 @@ class Engine:
 
     def _close_tensorboard(self) -> None:
         if getattr(self, "_tb", None) is not None:
-            self._tb.close()
+            try:
+                self._tb.close()
+            except OSError as e:  # the last events on a full disk: the jsonl log has them
+                self.log(f"tensorboard: could not finish {self.output / 'tensorboard'} ({safe_io.os_reason(e)})")
             self._tb = None
 
     def run(self, resume: bool = True) -> dict:

@@ -2,6 +2,7 @@
 engine (resume equivalence, budgets)."""
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 
@@ -407,3 +408,26 @@ def test_tensorboard_scalars_against_tokens(prepared: Path, tmp_path: Path) -> N
     nll = acc.Scalars("valid/valid_nll")
     assert [e.step for e in nll][-1] == r["tokens"] and len(nll) == 3  # steps 0, 2, 4
     assert len(acc.Scalars("train/loss")) == 2
+
+
+def test_tensorboard_on_a_full_disk_stops_with_one_line_and_training_goes_on(
+    prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture
+) -> None:
+    import errno
+
+    from tensorboard.summary.writer import record_writer
+
+    def full_disk(self, data):  # the event file's write fails as on a full disk
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(record_writer.RecordWriter, "write", full_disk)
+    lines: list[str] = []
+    torch.manual_seed(0)
+    cfg = train_config(prepared, tmp_path / "full", max_steps=6, validate_every=2, bleu_sentences=0, max_tokens=300, log_every=1)
+    r = train(cfg, log=lines.append, progress=False, resume=False)
+    assert r["step"] == 6 and (tmp_path / "full" / "last.pt").is_file()
+    stopped = [line for line in lines if line.startswith("tensorboard: stopped writing")]
+    assert len(stopped) == 1 and "disk full" in stopped[0] and "train_log.jsonl" in stopped[0]
+    log = [json.loads(line) for line in (tmp_path / "full" / "train_log.jsonl").read_text().splitlines()]
+    assert sum("loss" in rec for rec in log) == 6  # the jsonl log has every record
+    assert "Traceback" not in capfd.readouterr().err  # no thread traceback from TensorBoard's writer
