@@ -24,7 +24,6 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 SELECT_METRICS = ("loss", "bleu", "chrf")
 TUNES = ("all", "emb_enc", "emb")
-ANCHOR_QUERIES = ("none", "dictionary", "dictionary+identical")
 
 _DEVICE_HELP = "auto: CUDA when a GPU is visible, else CPU"
 _PRECISION_HELP = "auto: bf16 autocast where the hardware runs it natively (fp32 master weights), else fp32"
@@ -207,10 +206,6 @@ class AdaptConfig:
     dictionary_projection: int = opt(
         3, "ULR: times each dictionary pair joins the adapt set as a one-word sentence pair in the "
            "co-occurrence part of the queries (0: off; results/ulr_vector_sweep.md)", min=0)
-    anchor_queries: str = opt(
-        "none", "ULR: whole-word pieces with a dictionary translation among the universal tokens get a query "
-                "whose attention lands on that translation ('dictionary'; '+identical': also pieces spelled "
-                "like a universal token; results/ulr_anchor_queries.md)", choices=ANCHOR_QUERIES)
     # Against forgetting the source languages: an L2 pull toward the
     # pre-trained start (the paper's Gaussian prior) or EWC.
     regularizer: str = opt("none", "against forgetting: L2 pull toward the pre-trained weights, or EWC", choices=("none", "l2", "ewc"))
