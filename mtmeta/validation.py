@@ -80,7 +80,8 @@ class MetaValidator:
             bundle.src_vocabs[self.lang] = vocab
             embed.add_language(self.lang, len(vocab), **inputs)
             return
-        cfg = AdaptConfig(lang=self.lang, data=self.data, seed=self.seed, vector_epochs=5)
+        # The settings meta-validation has always used (2,000 pieces): MetaNMT runs select on it
+        cfg = AdaptConfig(lang=self.lang, data=self.data, seed=self.seed, vector_epochs=5, src_vocab_size=2000)
         if add_language(bundle, cfg, self.train_text, log=lambda *_: None)["vocabulary"] == "new":
             self._new_language = (bundle.src_vocabs[self.lang], embed.language_inputs(self.lang))
 
