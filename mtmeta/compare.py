@@ -87,20 +87,6 @@ def adapt_set(cfg: CompareConfig, data: str, lang: str, size: int, draw: int) ->
 RUN_PLACE = ("device", "threads")  # TrainConfig fields that say where a pre-training runs, not what it trains
 
 
-# Adapt options added after rows were recorded: left out of a cell's settings
-# hash while they are off, so the recipes' hashes (and their finished rows) stay.
-HASH_NEUTRAL_ADAPT = {"cognate_queries": 0.0, "cognate_langs": 0, "cognate_count_scale": 0.0}
-
-
-def adapt_settings(adapt) -> dict:
-    """The adapt section as it enters a cell's settings hash."""
-    out = dataclasses.asdict(adapt)
-    for key, off in HASH_NEUTRAL_ADAPT.items():
-        if key in out and out[key] == off:
-            del out[key]
-    return out
-
-
 class Comparison:
     def __init__(self, cfg: CompareConfig, log=print, progress: bool = True):
         cfg.validate()
@@ -193,7 +179,7 @@ class Comparison:
         cfg = self.cfg
         summary = load_summary(self.data)
         blob = json.dumps(
-            [adapt_settings(cfg.adapt), dataclasses.asdict(cfg.evaluate), dataclasses.asdict(cfg.scratch_model), cfg.full_size, summary["fingerprint"]],
+            [dataclasses.asdict(cfg.adapt), dataclasses.asdict(cfg.evaluate), dataclasses.asdict(cfg.scratch_model), cfg.full_size, summary["fingerprint"]],
             sort_keys=True,
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

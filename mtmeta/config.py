@@ -208,13 +208,6 @@ class AdaptConfig:
     dictionary_projection: int = opt(
         3, "ULR: times each dictionary pair joins the adapt set as a one-word sentence pair in the "
            "co-occurrence part of the queries (0: off; results/ulr_vector_sweep.md)", min=0)
-    cognate_queries: float = opt(
-        0.0, "ULR: weight w of borrowed queries: a piece spelled like a piece of pre-trained source languages gets "
-             "normalize((1-w) q_aligned + w mean of their queries) (0: off; results/ulr_cognate_queries.md)", min=0.0, max=1.0)
-    cognate_langs: int = opt(
-        0, "ULR cognate_queries: borrow only from the N source languages sharing the most pieces (0: all)", min=0)
-    cognate_count_scale: float = opt(
-        0.0, "ULR cognate_queries: per-piece weight w*s/(s+count), count in the new language's text (0: w for all)", min=0.0)
     # Against forgetting the source languages: an L2 pull toward the
     # pre-trained start (the paper's Gaussian prior) or EWC.
     regularizer: str = opt("none", "against forgetting: L2 pull toward the pre-trained weights, or EWC", choices=("none", "l2", "ewc"))
