@@ -315,7 +315,7 @@ def _compare_command(cfg, args) -> int:
         if unknown:
             raise ConfigError(f"--pretrain-only {unknown}: not `pretrain` entries of {args.file} ({', '.join(cfg.pretrain)})")
         comparison = Comparison(cfg, log=_log(args), progress=not _quiet(args))
-        print(json.dumps({n: comparison.ensure_pretrained(n) for n in args.pretrain_only}, indent=1))
+        print(json.dumps(comparison.pretrain_only(args.pretrain_only), indent=1))
         return 0
     if getattr(args, "check_steps", None):
         from .compare import check_recipe
@@ -323,7 +323,7 @@ def _compare_command(cfg, args) -> int:
         print(json.dumps(check_recipe(cfg, args.check_steps, log=_log(args)), indent=1))
         return 0
     dry_run = getattr(args, "dry_run", False)
-    rows = run_compare(cfg, log=_log(args), progress=not _quiet(args), dry_run=dry_run)
+    rows = run_compare(cfg, log=_log(args), progress=not _quiet(args), dry_run=dry_run, ready_only=getattr(args, "ready_only", False))
     if rows and not dry_run:
         paths = write_report(cfg, rows, log=_log(args))
         _log(args)(f"summary: {paths['summary']}")
@@ -469,6 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--report-only", action="store_true", help="rebuild summary.md and the plots from results.jsonl")
     s.add_argument("--pretrain-only", nargs="+", metavar="NAME", help="only pre-train these `pretrain` entries (in this order), where the grid will reuse them")
     s.add_argument("--check-steps", type=int, metavar="N", help="only check the recipe starts: N steps of each pre-training strategy, one short adaptation, a few translations")
+    s.add_argument("--ready-only", action="store_true",
+                   help="start no pre-training: run only the cells whose model exists now (scratch, snapshots of runs still going, "
+                        "finished runs), e.g. on a free core beside the long runs")
     _recipe_arguments(s)
     s.set_defaults(func=cmd_compare)
     return p

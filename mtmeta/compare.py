@@ -96,6 +96,7 @@ class Comparison:
         self.rows_path = self.results / "results.jsonl"
         self.data = cfg.prepare.output
         self.pretrained: dict[str, dict] = {}
+        self.ready_only = False  # set by run()
 
     # pre-training
     def pretrain_config(self, name: str) -> TrainConfig:
@@ -152,6 +153,12 @@ class Comparison:
         self.pretrained[name] = info
         return info
 
+    def pretrain_only(self, names: list[str]) -> dict[str, dict]:
+        """Prepare the data (reused when unchanged) and pre-train `names`, no cells."""
+        self.log("== prepare")
+        prepare(dataclasses.replace(self.cfg.prepare), log=self.log)
+        return {name: self.ensure_pretrained(name) for name in names}
+
     def snapshot(self, name: str, tokens: int) -> dict | None:
         """Run `name`'s weights-only snapshot for `tokens`: the one saved at the
         update that passed that many target tokens (the state a run with that
@@ -172,6 +179,32 @@ class Comparison:
         if not done.is_file():
             return False
         return json.loads(done.read_text(encoding="utf-8")).get("tokens", 0) < cell.pretrain_tokens
+
+    def finished(self, name: str) -> bool:
+        return (Path(self.pretrain_config(name).output) / "done.json").is_file()
+
+    def ready(self, cell: Cell) -> bool:
+        """Whether a cell's starting model exists now: scratch needs none, a
+        snapshot cell its snapshot (the run may still be going), any other
+        cell its finished pre-training. Its option must be decided too."""
+        if cell.tune == "best":
+            return False
+        if cell.strategy == "scratch":
+            return True
+        if cell.pretrain_tokens:
+            return self.snapshot(cell.strategy, cell.pretrain_tokens) is not None
+        return self.finished(cell.strategy)
+
+    def pretrained_for(self, cell: Cell) -> dict | None:
+        """The finished pre-training a cell starts from (trained first if need
+        be); None for scratch, and, with `ready_only`, for a snapshot cell
+        whose run still goes: it needs only its snapshot, and its row names
+        no final model (check_pretrained passes it; the snapshot's hash is in it)."""
+        if cell.strategy == "scratch":
+            return None
+        if self.ready_only and cell.pretrain_tokens and not self.finished(cell.strategy):
+            return None
+        return self.ensure_pretrained(cell.strategy)
 
     def cell_settings(self) -> str:
         """Hash of everything besides the cell's own key that decides its
@@ -208,7 +241,7 @@ class Comparison:
     # one cell
     def run_cell(self, cell: Cell, tiers: list[str]) -> dict:
         cfg = self.cfg
-        pre = self.ensure_pretrained(cell.strategy) if cell.strategy != "scratch" else None
+        pre = self.pretrained_for(cell)
         t0 = time.time()  # the cell's own time: pre-training is reported with the strategy
         text, set_info = adapt_set(cfg, self.data, cell.lang, cell.size, cell.draw)
         out = self.work / "cells" / cell.id
@@ -282,15 +315,25 @@ class Comparison:
                 tiers_of[cell.id].append(tier)
         return order, tiers_of
 
-    def run(self, dry_run: bool = False) -> list[dict]:
+    def run(self, dry_run: bool = False, ready_only: bool = False) -> list[dict]:
+        """Run every unfinished cell, pre-training what they start from first;
+        `ready_only`: start no pre-training, run only the cells whose starting
+        model exists now (scratch, snapshots of runs still going, finished
+        runs), so the grid advances on a free core while the long runs go."""
         cfg = self.cfg
+        self.ready_only = ready_only
         rows = load_rows(self.rows_path)
         order, tiers_of = self.plan(rows)
         done = {r["id"] for r in rows}
-        self.log(f"{cfg.name}: {len(order)} cells planned, {sum(c.id in done for c in order)} finished in {self.rows_path}")
+        ready = sum(c.id not in done and self.ready(c) for c in order)
+        self.log(f"{cfg.name}: {len(order)} cells planned, {sum(c.id in done for c in order)} finished in {self.rows_path}, "
+                 f"{ready} of the rest ready to run without pre-training")
         if dry_run:
             for cell in order:
-                state = "done" if cell.id in done else "todo" if cell.tune != "best" else "todo (option picked after the option runs)"
+                state = (
+                    "done" if cell.id in done else "todo (option picked after the option runs)" if cell.tune == "best"
+                    else "ready" if self.ready(cell) else "todo"
+                )
                 self.log(f"  {state}  {cell.id}  [{', '.join(tiers_of[cell.id])}]")
             return rows
         if self.rows_path.is_file():
@@ -306,7 +349,7 @@ class Comparison:
         t_start, ran = time.time(), 0
         while True:
             order, tiers_of = self.plan(rows)  # options decided by finished cells resolve here
-            todo = [c for c in order if c.id not in done]
+            todo = [c for c in order if c.id not in done and (not ready_only or self.ready(c))]
             for cell in order:  # a cell shared by tiers: record every tier it serves
                 row = next((r for r in rows if r["id"] == cell.id), None)
                 if row is not None and any(t not in row["tiers"] for t in tiers_of[cell.id]):
@@ -323,8 +366,9 @@ class Comparison:
                     f"cell {cell.id} asks for the best adaptation option, but no tier before it ran "
                     f"{cell.strategy} (or its best_tune_from entry) at size {cfg.full_size} with several options"
                 )
-            if cell.strategy != "scratch":
-                self.check_pretrained(rows, self.ensure_pretrained(cell.strategy))
+            info = self.pretrained_for(cell)
+            if info:
+                self.check_pretrained(rows, info)
             row = {**self.run_cell(cell, tiers_of[cell.id]), "cell_settings": cell_hash}
             append_row(self.rows_path, row)
             rows.append(row)
@@ -431,11 +475,11 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def run_compare(cfg: CompareConfig, log=print, progress: bool = True, dry_run: bool = False) -> list[dict]:
+def run_compare(cfg: CompareConfig, log=print, progress: bool = True, dry_run: bool = False, ready_only: bool = False) -> list[dict]:
     """Run (or, dry, list) every cell; the finished rows. The report is
     written from the rows by the layer above (evaluation/compare_report.py;
     `mtmeta compare` does both)."""
-    return Comparison(cfg, log=log, progress=progress).run(dry_run=dry_run)
+    return Comparison(cfg, log=log, progress=progress).run(dry_run=dry_run, ready_only=ready_only)
 
 
 __all__ = ["Cell", "Comparison", "check_recipe", "tier_rows", "plan_size", "expand", "resolve_best", "load_rows", "adapt_set", "run_compare"]

@@ -334,3 +334,41 @@ def test_check_steps_starts_every_strategy(capsys, tmp_path: Path, minipack: Pat
     assert report["adapt"] == {"lang": "ro", "steps": 2, "tokens": report["adapt"]["tokens"]} and report["adapt"]["tokens"] > 0
     assert report["translate"]["sentences"] == 8
     assert not (tmp_path / "results" / "results.jsonl").exists()  # a check records no results
+
+
+def test_ready_only_runs_beside_a_pretraining_still_going(capsys, minipack: Path, tmp_path: Path) -> None:
+    """`--ready-only` starts no pre-training: with multitask's run still going
+    (its snapshots there, no done.json) and metanmt not started, it runs the
+    scratch cells and multitask's snapshot cells only; the full run later adds
+    the rest and keeps those rows."""
+    data = snapshot_grid(tmp_path, minipack)
+    del data["pretrain"]["multitask-small"]
+    data["tiers"] = [
+        {"name": "options", "strategies": ["multitask", "metanmt"], "tunes": ["all", "emb"], "sizes": [200]},
+        {"name": "budget", "strategies": ["multitask", "metanmt"], "pretrain_tokens": [800, 1600], "tunes": ["all"], "sizes": [200]},
+        {"name": "headline", "strategies": ["scratch"], "sizes": [200]},
+    ]
+    path = write(tmp_path, data)
+    assert main(["-q", "compare", str(path), "--pretrain-only", "multitask"]) == 0
+    run = tmp_path / "work" / "pretrain" / "multitask"
+    done = (run / "done.json").read_text(encoding="utf-8")
+    (run / "done.json").unlink()  # as while the run still goes: settings.json and snapshots only
+    capsys.readouterr()
+    assert main(["compare", str(path), "--dry-run"]) == 0
+    listed = capsys.readouterr().err
+    assert "3 of the rest ready to run without pre-training" in listed
+    assert "  ready  multitask.ro.all.n200.d0.s1.p800  [budget]" in listed
+    assert "  todo  metanmt.ro.all.n200.d0.s1.p800  [budget]" in listed
+
+    assert main(["-q", "compare", str(path), "--ready-only"]) == 0
+    rows = {r["id"]: r for r in load_rows(tmp_path / "results" / "results.jsonl")}
+    assert set(rows) == {"scratch.ro.all.n200.d0.s1", "multitask.ro.all.n200.d0.s1.p800", "multitask.ro.all.n200.d0.s1.p1600"}
+    assert not (run / "done.json").exists() and not (tmp_path / "work" / "pretrain" / "metanmt").exists()
+    early = rows["multitask.ro.all.n200.d0.s1.p800"]
+    assert early["pretrain"] is None and early["pretrain_snapshot"]["tokens"] >= 800
+
+    (run / "done.json").write_text(done, encoding="utf-8")  # the run has finished
+    assert main(["-q", "compare", str(path)]) == 0
+    after = {r["id"]: r for r in load_rows(tmp_path / "results" / "results.jsonl")}
+    assert len(after) == 3 + 4 + 2 and after["multitask.ro.all.n200.d0.s1.p800"] == early
+    assert (tmp_path / "work" / "pretrain" / "metanmt" / "done.json").is_file()
