@@ -262,6 +262,41 @@ def test_recipe_adapts_a_release_from_the_pack(capsys, release: Path, minipack: 
     assert f"source:    {ref.src[0]}" in err and f"reference: {ref.tgt[1]}" in err and "output:" in err
 
 
+def test_release_report_fills_the_card_from_measured_runs(capsys, release: Path, minipack: Path, tmp_path: Path) -> None:
+    from evaluation.release_report import main as report_main
+
+    rel = tmp_path / "models" / "mini-ulr"
+    shutil.copytree(release, rel)
+    recipe = tmp_path / "adapt-ro.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "name": "adapt-ro", "workdir": str(tmp_path / "work"), "pretrained": str(rel), "data": str(minipack),
+        "targets": ["ro"], "show": 0,
+        "adapt": {"src_vocab_size": ADAPT_VOCAB, "max_tokens": MAX_TOKENS, "max_steps": 2, "validate_every": 0,
+                  "bleu_sentences": 4, "warmup_steps": 1, "vector_epochs": 1, "patience": 0},
+        "evaluate": {"beam": 1, "max_sentences": 3},
+    }), encoding="utf-8")
+    assert main(["recipe", "run", str(recipe), "--threads", "1"]) == 0
+    results = tmp_path / "work" / "results.json"
+    row = json.loads(results.read_text())["results"][0]
+    out = tmp_path / "results"
+    argv = [str(rel), "--adapt", str(results), "--adapt-command", "mtmeta recipe run adapt-ro.yaml", "--results-dir", str(out)]
+    assert report_main(argv) == 0
+    card = (rel / CARD).read_text(encoding="utf-8")
+    assert f"| ro-en | {row['test']} (3 lines) | all | 2 | 1 | {row['bleu']:.2f} | {row['chrf']:.2f} |" in card
+    assert "    mtmeta recipe run adapt-ro.yaml" in card and "(none yet)" not in card
+    assert (out / "mini-ulr" / "hyps" / f"ro-en.{row['test']}.hyp").read_text() == Path(row["hypotheses"]).read_text()
+    read_release(rel)  # the manifest knows the new card
+    capsys.readouterr()
+    # a number that does not re-score from its hypotheses, and results of another model: one line, exit 2
+    bad = json.loads(results.read_text())
+    bad["results"][0]["bleu"] += 1.0
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    assert report_main([*argv[:2], str(tmp_path / "bad.json"), *argv[3:]]) == 2
+    assert "re-scores to BLEU" in capsys.readouterr().err
+    assert report_main([str(release), *argv[1:]]) == 2
+    assert f"not from {release}" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------- the model card
 
 
