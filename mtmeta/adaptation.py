@@ -22,8 +22,9 @@ from types import SimpleNamespace
 import torch
 
 from data_prep import sources
-from data_prep.cleaning import drop_empty_pairs, normalize_protected
+from data_prep.cleaning import drop_empty_pairs, normalize, normalize_protected
 from data_prep.corpus import ParallelText
+from data_prep.dictionaries import adapt_dictionary
 from data_prep.prepare import load_ulr_vectors, read_protected
 from data_prep.prepared import load_prepared_vocabs
 from .scoring import write_json
@@ -54,6 +55,23 @@ def load_adapt_texts(cfg: AdaptConfig) -> tuple[ParallelText, ParallelText]:
         # and said, as prepare drops them from training text.
         return drop_empty_pairs(normalize_protected(train)), drop_empty_pairs(normalize_protected(valid))
     return read_protected(cfg.data, cfg.lang, "adapt"), read_protected(cfg.data, cfg.lang, "adapt-valid")
+
+
+def with_dictionary(train: ParallelText, cfg: AdaptConfig, log=print) -> ParallelText:
+    """The adapt set plus `cfg.dictionary_training` copies of each pair of
+    the language's dictionary (the one its ULR alignment reads) as one-word
+    sentence pairs: 800 sentences leave ~26% of ro validation words unseen;
+    the dictionary's 5,000 frequent words reach some of them, and a word pair
+    also teaches the new vocabulary's pieces their meaning directly."""
+    if not cfg.dictionary_training:
+        return train
+    pairs = adapt_dictionary(cfg.dictionary, cfg.data, cfg.lang)
+    if not pairs:
+        log(f"{cfg.lang}: no dictionary found: adapting on the {len(train):,} sentence pairs alone")
+        return train
+    words = [(normalize(s), normalize(e)) for s, e in pairs] * cfg.dictionary_training
+    log(f"{cfg.lang}: {len(train):,} sentence pairs + {len(words):,} dictionary word pairs")
+    return dataclasses.replace(train, src=train.src + [s for s, _ in words], tgt=train.tgt + [e for _, e in words])
 
 
 # --- source languages: forgetting report and EWC data ----------------------------
@@ -197,6 +215,8 @@ def adapt(
     if cfg.forgetting_lang and not cfg.checkpoint:
         raise ConfigError("forgetting_lang measures what a pre-trained model forgets: it needs a checkpoint")
     train_text, valid_text = texts if texts is not None else load_adapt_texts(cfg)
+    sentences = len(train_text)
+    train_text = with_dictionary(train_text, cfg, log)
     if cfg.checkpoint:
         bundle, _ = load_bundle(cfg.checkpoint)
         start = cfg.checkpoint
@@ -210,6 +230,7 @@ def adapt(
     # theta*: the pre-trained parameters, before the new language adds any
     anchor = anchor_parameters(bundle.model) if cfg.regularizer != "none" and not cfg.zero_shot else None
     added = add_language(bundle, cfg, train_text, log)
+    added["dictionary_training_pairs"] = len(train_text) - sentences
     bundle.model.to(hw.device)
     if anchor is not None:
         anchor = {n: a.to(hw.device) for n, a in anchor.items()}

@@ -208,6 +208,9 @@ class AdaptConfig:
     dictionary_projection: int = opt(
         3, "ULR: times each dictionary pair joins the adapt set as a one-word sentence pair in the "
            "co-occurrence part of the queries (0: off; results/ulr_vector_sweep.md)", min=0)
+    dictionary_training: int = opt(
+        1, "times each pair of that dictionary joins the adapt set as a one-word training pair (vocabulary, "
+           "queries and fine-tuning all see it; 0: off; ro adapt-valid: results/pretrain/ro_adaptation_diagnostics.md)", min=0)
     # Against forgetting the source languages: an L2 pull toward the
     # pre-trained start (the paper's Gaussian prior) or EWC.
     regularizer: str = opt("none", "against forgetting: L2 pull toward the pre-trained weights, or EWC", choices=("none", "l2", "ewc"))

@@ -2,6 +2,7 @@
 engine (resume equivalence, budgets)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 from pathlib import Path
@@ -283,6 +284,26 @@ def test_adapt_tunes_only_selected_parts(
     # Existing languages' tables are untouched by another language's training.
     for lang in ("de", "es", "fr"):
         assert torch.equal(before.model.src_embed.tables[lang].weight, after.model.src_embed.tables[lang].weight)
+
+
+def test_adapt_trains_on_the_dictionary_word_pairs_too(tiny_checkpoint: Path, prepared: Path, tmp_path: Path) -> None:
+    """`dictionary_training`: each pair of the language's dictionary joins the
+    adapt set as a one-word training pair, that many times; 0 leaves it alone."""
+    from mtmeta.adaptation import load_adapt_texts, with_dictionary
+
+    words = tmp_path / "ro-en.txt"
+    words.write_text("casă\thouse\nCâine dog\ncasă\thouse\nbad line with three\n", encoding="utf-8")
+    cfg = adapt_config(tiny_checkpoint, prepared, tmp_path / "a", dictionary=str(words), dictionary_training=2,
+                       max_steps=1, validate_every=0, bleu_sentences=0, select_metric="loss")
+    train_text, _ = load_adapt_texts(cfg)
+    more = with_dictionary(train_text, cfg, log=quiet)
+    assert more.src[: len(train_text)] == train_text.src and more.tgt[: len(train_text)] == train_text.tgt
+    assert list(zip(more.src, more.tgt))[len(train_text):] == [("casă", "house"), ("câine", "dog")] * 2
+    assert with_dictionary(train_text, dataclasses.replace(cfg, dictionary_training=0), log=quiet) is train_text
+    result = adapt(cfg, log=quiet, progress=False, resume=False)
+    assert result["added"]["dictionary_training_pairs"] == 4
+    assert adapt(dataclasses.replace(cfg, dictionary="none", output=str(tmp_path / "b")), log=quiet, progress=False,
+                 resume=False)["added"]["dictionary_training_pairs"] == 0
 
 
 def test_ctrl_c_stops_at_the_step_boundary_and_resumes_exactly(prepared: Path, tmp_path: Path, monkeypatch) -> None:
