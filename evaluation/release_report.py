@@ -70,7 +70,8 @@ def adapted_rows(results: dict, path: str, release: Path, hyp_dir: Path) -> list
 
 
 def markdown(name: str, scores: dict) -> str:
-    L = [f"Measured on {scores['date']} with the commands below; files in `{scores['folder']}`.", ""]
+    L = ([scores["note"], ""] if scores.get("note") else []) + [
+        f"Measured on {scores['date']} with the commands below; files in `{scores['folder']}`.", ""]
     adapted = scores.get("adapted") or []
     if adapted:
         L += ["**Adapted** to a new language from its 800-sentence adapt set (the new language's pieces enter through the "
@@ -106,14 +107,14 @@ def markdown(name: str, scores: dict) -> str:
 
 
 def build(release: str, adapt: list[str], adapt_command: str, per_language: str | None, zero_shot: str | None,
-          results_dir: Path = RESULTS_DIR) -> dict:
+          results_dir: Path = RESULTS_DIR, note: str = "") -> dict:
     rel = Path(release)
     manifest = read_manifest(rel)  # a release folder, or one clear line
     name = rel.name
     folder = results_dir / name
     provenance = _load(rel / "model.json", "release config").get("provenance", {})
     scores: dict = {"release": rel.as_posix(), "folder": folder.as_posix(), "provenance": provenance,
-                    "mtmeta_version": manifest.get("mtmeta_version"), "date": datetime.date.today().isoformat()}
+                    "mtmeta_version": manifest.get("mtmeta_version"), "date": datetime.date.today().isoformat(), "note": note}
     if adapt:
         if not adapt_command:
             raise ConfigError("--adapt needs --adapt-command: the command that made those results")
@@ -152,10 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--adapt-command", default="", help="the command that made them")
     p.add_argument("--per-language", help="per_language_RUN.json of the checkpoint the release was exported from")
     p.add_argument("--zero-shot", help="benchmarks/ulr_zero_shot.py's JSON, measured on the release")
+    p.add_argument("--note", default="", help="a paragraph above the scores (e.g. that the run goes on)")
     p.add_argument("--results-dir", default=str(RESULTS_DIR))
     args = p.parse_args(argv)
     try:
-        out = build(args.release, args.adapt, args.adapt_command, args.per_language, args.zero_shot, Path(args.results_dir))
+        out = build(args.release, args.adapt, args.adapt_command, args.per_language, args.zero_shot, Path(args.results_dir), args.note)
     except (ConfigError, DataError) as e:
         print(f"release_report: error: {e}", file=sys.stderr)
         return 2
