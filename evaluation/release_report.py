@@ -63,7 +63,8 @@ def adapted_rows(results: dict, path: str, release: Path, hyp_dir: Path) -> list
             "lang": r["lang"], "test": r["test"], "sentences": r["sentences"], "tune": r["tune"],
             "adapt_steps": r["adapt_steps"], "beam": r["beam"], "bleu": r["bleu"], "chrf": r["chrf"],
             **repetition(hyps), "bleu_signature": r["bleu_signature"], "chrf_signature": r["chrf_signature"],
-            "hypotheses": kept.as_posix(), "references": r["references"], "minutes": results.get("minutes"),
+            "hypotheses": kept.as_posix(), "references": r["references"],
+            "minutes": results.get("minutes") if len(results.get("results", [])) == 1 else None,  # a run's total, not per language
             "results": path,
         })
     return rows
