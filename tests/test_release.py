@@ -241,16 +241,21 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
-def test_recipe_adapts_a_release_from_the_pack(capsys, release: Path, minipack: Path, tmp_path: Path) -> None:
+def adapt_recipe(tmp_path: Path, release: Path, minipack: Path, show: int) -> Path:
+    """recipes/adapt-ro.yaml in miniature: 2 steps from `release`, 3 test lines."""
     recipe = tmp_path / "adapt-ro.yaml"
     recipe.write_text(yaml.safe_dump({
         "name": "adapt-ro", "workdir": str(tmp_path / "work"), "pretrained": str(release), "data": str(minipack),
-        "targets": ["ro"], "show": 2,
+        "targets": ["ro"], "show": show,
         "adapt": {"src_vocab_size": ADAPT_VOCAB, "max_tokens": MAX_TOKENS, "max_steps": 2, "validate_every": 0,
                   "bleu_sentences": 4, "warmup_steps": 1, "vector_epochs": 1, "patience": 0},
         "evaluate": {"beam": 1, "max_sentences": 3},
     }), encoding="utf-8")
-    code = main(["recipe", "run", str(recipe), "--threads", "1"])
+    return recipe
+
+
+def test_recipe_adapts_a_release_from_the_pack(capsys, release: Path, minipack: Path, tmp_path: Path) -> None:
+    code = main(["recipe", "run", str(adapt_recipe(tmp_path, release, minipack, show=2)), "--threads", "1"])
     _, err = capsys.readouterr()
     assert code == 0, err
     assert not (tmp_path / "work" / "prepared").exists()  # nothing prepared, nothing pre-trained
@@ -267,15 +272,7 @@ def test_release_report_fills_the_card_from_measured_runs(capsys, release: Path,
 
     rel = tmp_path / "models" / "mini-ulr"
     shutil.copytree(release, rel)
-    recipe = tmp_path / "adapt-ro.yaml"
-    recipe.write_text(yaml.safe_dump({
-        "name": "adapt-ro", "workdir": str(tmp_path / "work"), "pretrained": str(rel), "data": str(minipack),
-        "targets": ["ro"], "show": 0,
-        "adapt": {"src_vocab_size": ADAPT_VOCAB, "max_tokens": MAX_TOKENS, "max_steps": 2, "validate_every": 0,
-                  "bleu_sentences": 4, "warmup_steps": 1, "vector_epochs": 1, "patience": 0},
-        "evaluate": {"beam": 1, "max_sentences": 3},
-    }), encoding="utf-8")
-    assert main(["recipe", "run", str(recipe), "--threads", "1"]) == 0
+    assert main(["recipe", "run", str(adapt_recipe(tmp_path, rel, minipack, show=0)), "--threads", "1"]) == 0
     results = tmp_path / "work" / "results.json"
     row = json.loads(results.read_text())["results"][0]
     out = tmp_path / "results"
