@@ -376,9 +376,10 @@ class Comparison:
             ran += 1
             left = len(todo) - 1
             eta = (time.time() - t_start) / ran * left / 60
+            finished = sum(c.id in done for c in order)
             self.log(
-                f"[{len(order) - left}/{len(order)}] {cell.id}: BLEU {row['bleu']:.2f} chrF {row['chrf']:.2f} "
-                f"({row['wall_seconds']:.0f} s; ~{eta:.0f} min left for {left} cells)"
+                f"[{finished}/{len(order)} done] {cell.id}: BLEU {row['bleu']:.2f} chrF {row['chrf']:.2f} "
+                f"({row['wall_seconds']:.0f} s; ~{eta:.0f} min left for {left} {'ready ' if ready_only else ''}cells)"
             )
         bar.close()
         return rows
