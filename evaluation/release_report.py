@@ -27,6 +27,7 @@ from pathlib import Path
 
 from mtmeta.errors import ConfigError, DataError
 from mtmeta.release import CARD, fill_card_scores, read_manifest
+from mtmeta.safe_io import atomic_write_json, atomic_write_text
 from mtmeta.scoring import read_lines, repetition, score
 
 RESULTS_DIR = Path("results/release")
@@ -153,8 +154,8 @@ def build(release: str, adapt: list[str], adapt_command: str, per_language: str 
         scores["zero_shot"] = {"command": zero["command"], "rows": zero["rows"]}
     folder.mkdir(parents=True, exist_ok=True)
     md = markdown(name, scores)
-    (folder / "scores.json").write_text(json.dumps(scores, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    (folder / "scores.md").write_text(f"# Scores of the release {name}\n\n" + md, encoding="utf-8")
+    atomic_write_json(folder / "scores.json", scores, what="release scores")
+    atomic_write_text(folder / "scores.md", f"# Scores of the release {name}\n\n" + md, what="release scores")
     fill_card_scores(rel, md)
     return {"scores": (folder / "scores.md").as_posix(), "card": (rel / CARD).as_posix()}
 

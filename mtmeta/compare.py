@@ -153,31 +153,41 @@ class Comparison:
         self.pretrained[name] = info
         return info
 
-    def pretrain_only(self, names: list[str]) -> dict[str, dict]:
-        """Prepare the data (reused when unchanged) and pre-train `names`, no cells."""
+    def prepare_data(self) -> None:
+        """The prepared folder every strategy and cell reads (reused when unchanged)."""
         self.log("== prepare")
         prepare(dataclasses.replace(self.cfg.prepare), log=self.log)
+
+    def pretrain_only(self, names: list[str]) -> dict[str, dict]:
+        """Prepare the data and pre-train `names`, no cells."""
+        self.prepare_data()
         return {name: self.ensure_pretrained(name) for name in names}
 
     def snapshot(self, name: str, tokens: int) -> dict | None:
         """Run `name`'s weights-only snapshot for `tokens`: the one saved at the
         update that passed that many target tokens (the state a run with that
         token budget ends in). None when the run never got there."""
+        path = self.snapshot_file(name, tokens)
+        if path is None:
+            return None
+        return {"tokens": int(path.stem.split("-")[1]), "path": str(path), "sha256": _sha256(path)}
+
+    def snapshot_file(self, name: str, tokens: int) -> Path | None:
+        """The snapshot file `snapshot` describes, without hashing it (cheap: the
+        grid asks this of every cell on every pass)."""
         tc = self.pretrain_config(name)
-        folder = Path(tc.output) / "snapshots"
-        for path in sorted(folder.glob("tokens-*.pt")):
-            at = int(path.stem.split("-")[1])
-            if tokens <= at < tokens + tc.snapshot_tokens:
-                return {"tokens": at, "path": str(path), "sha256": _sha256(path)}
+        for path in sorted((Path(tc.output) / "snapshots").glob("tokens-*.pt")):
+            if tokens <= int(path.stem.split("-")[1]) < tokens + tc.snapshot_tokens:
+                return path
         return None
 
     def snapshot_missing(self, cell: Cell) -> bool:
         """A snapshot cell of a run that has finished (or early-stopped) short of its tokens."""
         if not cell.pretrain_tokens:
             return False
-        done = Path(self.pretrain_config(cell.strategy).output) / "done.json"
-        if not done.is_file():
+        if not self.finished(cell.strategy):
             return False
+        done = Path(self.pretrain_config(cell.strategy).output) / "done.json"
         return json.loads(done.read_text(encoding="utf-8")).get("tokens", 0) < cell.pretrain_tokens
 
     def finished(self, name: str) -> bool:
@@ -192,7 +202,7 @@ class Comparison:
         if cell.strategy == "scratch":
             return True
         if cell.pretrain_tokens:
-            return self.snapshot(cell.strategy, cell.pretrain_tokens) is not None
+            return self.snapshot_file(cell.strategy, cell.pretrain_tokens) is not None
         return self.finished(cell.strategy)
 
     def pretrained_for(self, cell: Cell) -> dict | None:
@@ -341,8 +351,7 @@ class Comparison:
             if raw and (not raw.endswith("\n") or raw.count("\n") != len(rows)):
                 self.log(f"{self.rows_path}: dropping a torn last line (a run was killed while writing it)")
                 _rewrite_rows(self.rows_path, rows)  # appending after it would corrupt the next row
-        self.log("== prepare")
-        prepare(dataclasses.replace(cfg.prepare), log=self.log)
+        self.prepare_data()
         cell_hash = self.cell_settings()
         self.check_rows(rows, cell_hash)
         bar = tqdm(total=len(order), desc=cfg.name, unit="cell", disable=not (self.progress and sys.stderr.isatty()))
