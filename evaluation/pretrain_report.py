@@ -61,7 +61,7 @@ class RunLog:
 
     name: str
     path: Path
-    train: list[dict] = field(default_factory=list)  # {"step", "tokens", "loss", "tok_s", "lr"}
+    train: list[dict] = field(default_factory=list)  # {"step", "tokens", "loss", "tok_s", "lr"}; "loss" is the window mean where "loss_steps" is set, one batch's before
     validations: list[dict] = field(default_factory=list)  # the validation record, plus "improved"
     segments: list[dict] = field(default_factory=list)  # {"step", "tokens", "resumed", "hardware", "time"}
     notes: list[str] = field(default_factory=list)

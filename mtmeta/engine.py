@@ -422,7 +422,9 @@ class Engine:
         interactive = self.progress and sys.stderr.isatty()
         bar = tqdm(total=1000, disable=not interactive, desc="train", unit="‰", leave=False)
         bar.update(int(self._budget_fraction() * 1000))
-        window_tokens, window_start = 0, time.time()
+        # Each train_log line's "loss" is the token-weighted mean over the updates since the
+        # previous line ("loss_steps" of them): one batch's loss swings 1.7-5 with its language.
+        window_tokens, window_start, window_loss, window_steps = 0, time.time(), 0.0, 0
         # A resumed run that had already stopped early stays stopped (same result as never killed).
         stopped_early = bool(s.patience and self.bad_validations >= s.patience)
         if not stopped_early and self.budget_left():
@@ -440,18 +442,22 @@ class Engine:
                 if s.snapshot_tokens and self.tokens // s.snapshot_tokens > tokens_before // s.snapshot_tokens:
                     self.save_snapshot()
                 window_tokens += stats["ntokens"]
+                window_loss += stats["loss"] * stats["ntokens"]
+                window_steps += 1
                 bar.update(int(self._budget_fraction() * 1000) - bar.n)
                 if self.step % s.log_every == 0:
                     rate = window_tokens / max(1e-9, time.time() - window_start)
-                    record = {"step": self.step, "tokens": self.tokens, "loss": stats["loss"], "tok_s": round(rate), "lr": lr}
-                    bar.set_postfix(loss=f"{stats['loss']:.3f}", tok_s=f"{rate:.0f}")
+                    loss = window_loss / max(1, window_tokens)
+                    record = {"step": self.step, "tokens": self.tokens, "loss": loss, "loss_steps": window_steps,
+                              "tok_s": round(rate), "lr": lr}
+                    bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{rate:.0f}")
                     self._write_log(record)
                     if self.progress and not interactive and self.step % (s.log_every * 5) == 0:
                         self.log(
-                            f"step {self.step} ({self._budget_fraction():.0%} of budget): loss {stats['loss']:.3f}, "
+                            f"step {self.step} ({self._budget_fraction():.0%} of budget): loss {loss:.3f}, "
                             f"{rate:.0f} target tok/s, lr {record['lr']:.2e}"
                         )
-                    window_tokens, window_start = 0, time.time()
+                    window_tokens, window_start, window_loss, window_steps = 0, time.time(), 0.0, 0
                 if s.validate_every and self.step % s.validate_every == 0:
                     t_val = time.time()  # validation time is not training time
                     self.validate()

@@ -247,6 +247,26 @@ def test_resume_after_sigterm_is_equivalent(prepared: Path, tmp_path: Path, monk
     assert states_equal(last_state(tmp_path / "a")["model"], last_state(tmp_path / "b")["model"])
 
 
+def test_logged_train_loss_is_the_mean_over_the_logged_window(prepared: Path, tmp_path: Path, monkeypatch) -> None:
+    seen = []
+    original = SupervisedStrategy.train_step
+
+    def recording(self, engine):
+        stats = original(self, engine)
+        seen.append((stats["loss"], stats["ntokens"]))
+        return stats
+
+    monkeypatch.setattr(SupervisedStrategy, "train_step", recording)
+    run_train(prepared, tmp_path / "w", 6, resume=False, bleu_sentences=0, log_every=3, validate_every=0)
+    log = [json.loads(line) for line in (tmp_path / "w" / "train_log.jsonl").read_text().splitlines()]
+    records = [r for r in log if "loss" in r]
+    assert [(r["step"], r["loss_steps"]) for r in records] == [(3, 3), (6, 3)]
+    for r, window in zip(records, (seen[:3], seen[3:])):
+        mean = sum(loss * n for loss, n in window) / sum(n for _, n in window)
+        assert r["loss"] == pytest.approx(mean)
+        assert r["loss"] != pytest.approx(window[-1][0])  # not the last batch's alone
+
+
 def test_same_seed_same_result_without_outside_seeding(prepared: Path, tmp_path: Path) -> None:
     run_train(prepared, tmp_path / "a", 2, resume=False, init_seed=None, bleu_sentences=0)
     torch.rand(10)  # anything else using the global generator in between
