@@ -61,6 +61,19 @@ def _placeholder_dictionary(size: int) -> Dictionary:
     return d
 
 
+class EnglishDecoder(TransformerDecoderBase):
+    def output_layer(self, features: torch.Tensor) -> torch.Tensor:
+        # fairseq hands over [B, T, C] as a transposed view. With the tied output
+        # weight frozen (adapting emb / emb_enc), torch.matmul then runs a batched
+        # matmul over B expanded copies of the [V, C] weight in forward and backward
+        # (~2x slower steps); flattening first is the mm that matmul already does
+        # when the weight is trained, so tuning everything gives bit-identical results.
+        if self.adaptive_softmax is not None:
+            return features
+        batch, length, dim = features.shape
+        return self.output_projection(features.reshape(batch * length, dim)).view(batch, length, -1)
+
+
 class MultilingualTransformer(FairseqEncoderDecoderModel):
     def __init__(self, cfg: ModelConfig, src_embed: nn.Module, tgt_vocab_size: int):
         fc = fairseq_config(cfg)
@@ -69,7 +82,7 @@ class MultilingualTransformer(FairseqEncoderDecoderModel):
         nn.init.normal_(tgt_embed.weight, mean=0, std=cfg.embed_dim**-0.5)
         nn.init.constant_(tgt_embed.weight[PAD], 0)
         encoder = TransformerEncoderBase(fc, _placeholder_dictionary(N_SPECIAL), src_embed)
-        decoder = TransformerDecoderBase(fc, tgt_dict, tgt_embed)
+        decoder = EnglishDecoder(fc, tgt_dict, tgt_embed)
         super().__init__(encoder, decoder)
         self.cfg = cfg
         self.tgt_vocab_size = tgt_vocab_size
