@@ -41,6 +41,7 @@ import torch
 from data_prep.vocab import EOS, N_SPECIAL, PAD, Vocab
 from .decoding import MAX_LEN_A, MAX_LEN_B, Progress, cut_inputs, length_batches, max_output_len, strip_output
 from .errors import CheckpointError, ConfigError
+from .safe_io import check_replaceable_folder
 
 FORMAT = 1
 META = "mtmeta_export.json"
@@ -127,7 +128,7 @@ def export_ctranslate2(checkpoint: str | Path, output: str | Path, quantization:
         raise ConfigError(f"--quantization {quantization!r}: expected one of {', '.join(QUANTIZATIONS)}")
     log = log or (lambda *_: None)
     out = Path(output)
-    _check_output(out, force)
+    check_replaceable_folder(out, force, META, "export")
     state = read_model_state(checkpoint)  # a checkpoint file or a release folder
     bundle = bundle_from_state(state, checkpoint)
     embedding = bundle.model.src_embed.layout().get("kind", "tables")
@@ -171,7 +172,7 @@ def export_ctranslate2(checkpoint: str | Path, output: str | Path, quantization:
             "model_config": state["model_config"],
         }
         (tmp / META).write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        if out.exists():  # _check_output allowed it: an earlier export, or empty
+        if out.exists():  # check_replaceable_folder allowed it: an earlier export, or empty
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             out.rename(old)
             tmp.rename(out)
@@ -230,21 +231,6 @@ def export_release(checkpoint: str | Path, output: str | Path, dtype: str = "flo
         provenance=provenance, card=lambda info: build_card(state, info, checkpoint, command=command, data=data),
     )
     return {**result, "checkpoint": str(path), "step": provenance["step"], "tokens": provenance["tokens"]}
-
-
-def _check_output(out: Path, force: bool) -> None:
-    if not out.exists():
-        if not out.parent.is_dir():
-            out.parent.mkdir(parents=True, exist_ok=True)
-        return
-    if not out.is_dir():
-        raise ConfigError(f"--output {out}: exists and is not a folder")
-    if not any(out.iterdir()):
-        return
-    if not (out / META).is_file():
-        raise ConfigError(f"--output {out}: a non-empty folder that is not an mtmeta export; choose another --output")
-    if not force:
-        raise ConfigError(f"--output {out}: holds an earlier export; add --force to replace it")
 
 
 # --- translation with an export -------------------------------------------------------

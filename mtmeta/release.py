@@ -52,6 +52,7 @@ from pathlib import Path
 import torch
 
 from .errors import CheckpointError, ConfigError
+from .safe_io import check_replaceable_folder
 
 FORMAT = 1
 KIND = "mtmeta-release"
@@ -140,7 +141,7 @@ def write_release(state: dict, output: str | Path, dtype: str = "float16", max_f
         raise ConfigError("release: max_file_bytes must be at least 8 KiB")
     log = log or (lambda *_: None)
     out = Path(output)
-    check_output(out, force)
+    check_replaceable_folder(out, force, MANIFEST, "release")
     sd = state["model"]
     tensors, aliases = _unique_tensors(sd)
     limit = max_file_bytes - min(_MARGIN, max_file_bytes // 8)
@@ -223,7 +224,7 @@ def write_release(state: dict, output: str | Path, dtype: str = "float16", max_f
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        if out.exists():  # check_output allowed it: an earlier release, or empty
+        if out.exists():  # check_replaceable_folder allowed it: an earlier release, or empty
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             out.rename(old)
             tmp.rename(out)
@@ -252,21 +253,6 @@ def _write_manifest(folder: Path, roles: dict[str, str]) -> None:
     tmp = folder / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     os.replace(tmp, folder / MANIFEST)
-
-
-def check_output(out: Path, force: bool) -> None:
-    """--output: new, empty, or an earlier release (with force)."""
-    if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        return
-    if not out.is_dir():
-        raise ConfigError(f"--output {out}: exists and is not a folder")
-    if not any(out.iterdir()):
-        return
-    if not (out / MANIFEST).is_file():
-        raise ConfigError(f"--output {out}: a non-empty folder that is not an mtmeta release; choose another --output")
-    if not force:
-        raise ConfigError(f"--output {out}: holds an earlier release; add --force to replace it")
 
 
 # --- reading ------------------------------------------------------------------------

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import DataError, MtmetaError
+from .errors import ConfigError, DataError, MtmetaError
 
 LOCK_NAME = ".mtmeta.lock"
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -89,6 +89,23 @@ def _fsync_file(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def check_replaceable_folder(out: Path, force: bool, marker: str, what: str) -> None:
+    """An --output folder a command will fill and may replace: new, empty, or
+    an earlier `what` (it holds `marker`) with force. Anything else is refused,
+    so that replacing it can never delete a user's own folder."""
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return
+    if not out.is_dir():
+        raise ConfigError(f"--output {out}: exists and is not a folder")
+    if not any(out.iterdir()):
+        return
+    if not (out / marker).is_file():
+        raise ConfigError(f"--output {out}: a non-empty folder that is not an mtmeta {what}; choose another --output")
+    if not force:
+        raise ConfigError(f"--output {out}: holds an earlier {what}; add --force to replace it")
 
 
 def atomic_save(path: str | os.PathLike, write: Callable[[Path], None], what: str = "file", needed_bytes: int = 0) -> None:
