@@ -331,14 +331,16 @@ def _compare_command(cfg, args) -> int:
 
 
 def _work_lock(cfg, args):
-    """One run at a time in a recipe's work folder. Not for --dry-run and --report-only
-    (they only read it), nor --pretrain-only: several pre-trainings may run side by side,
-    each holding the lock of its own output folder (the engine's)."""
+    """One run at a time in a recipe's work folder. Not for a comparison grid
+    (mtmeta/compare.py: several processes share one, each cell and each
+    pre-training under its own folder's lock, the rows under a lock of theirs),
+    nor for --dry-run and --report-only (they only read it)."""
     import contextlib
 
     from .safe_io import OutputLock
 
-    if getattr(args, "dry_run", False) or getattr(args, "report_only", False) or getattr(args, "pretrain_only", None):
+    grid = C.is_compare_recipe(args.file) and not getattr(args, "check_steps", None)
+    if grid or getattr(args, "dry_run", False) or getattr(args, "report_only", False):
         return contextlib.nullcontext()
     return OutputLock(cfg.workdir, "work folder")
 

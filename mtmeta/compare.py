@@ -31,6 +31,7 @@ from .adaptation import adapt
 from .compare_plan import Cell, _rewrite_rows, append_row, expand, load_rows, plan_size, resolve_best, tier_rows  # noqa: F401
 from .config import CompareConfig, TrainConfig
 from .errors import ConfigError, DataError
+from .safe_io import BusyError, OutputLock, waiting_lock
 from .score_testset import evaluate_checkpoint
 from .training import train
 
@@ -156,7 +157,8 @@ class Comparison:
     def prepare_data(self) -> None:
         """The prepared folder every strategy and cell reads (reused when unchanged)."""
         self.log("== prepare")
-        prepare(dataclasses.replace(self.cfg.prepare), log=self.log)
+        with waiting_lock(self.work / ".prepare.lock"):  # a second process waits, then reuses it
+            prepare(dataclasses.replace(self.cfg.prepare), log=self.log)
 
     def pretrain_only(self, names: list[str]) -> dict[str, dict]:
         """Prepare the data and pre-train `names`, no cells."""
@@ -254,7 +256,7 @@ class Comparison:
         pre = self.pretrained_for(cell)
         t0 = time.time()  # the cell's own time: pre-training is reported with the strategy
         text, set_info = adapt_set(cfg, self.data, cell.lang, cell.size, cell.draw)
-        out = self.work / "cells" / cell.id
+        out = self.cell_folder(cell)
         snapshot = self.snapshot(cell.strategy, cell.pretrain_tokens) if cell.pretrain_tokens else None
         if cell.pretrain_tokens and snapshot is None:
             raise DataError(f"cell {cell.id}: {cell.strategy} kept no snapshot at {cell.pretrain_tokens} target tokens "
@@ -325,14 +327,56 @@ class Comparison:
                 tiers_of[cell.id].append(tier)
         return order, tiers_of
 
+    def rows_lock(self):
+        """Held while reading the rows to pick a cell and while appending
+        or rewriting them: several grid processes may share one recipe."""
+        return waiting_lock(self.results / ".results.lock")
+
+    def cell_folder(self, cell: Cell) -> Path:
+        return self.work / "cells" / cell.id
+
+    def busy_elsewhere(self, cell: Cell) -> bool:
+        """Whether another process runs this cell, or the pre-training it
+        would have to wait for."""
+        if OutputLock.busy(self.cell_folder(cell)):
+            return True
+        needs = cell.strategy != "scratch" and not self.finished(cell.strategy) and not (
+            self.ready_only and cell.pretrain_tokens)
+        return needs and OutputLock.busy(self.pretrain_config(cell.strategy).output)
+
+    def claim(self, todo: list[Cell]) -> tuple[Cell | None, OutputLock | None, int]:
+        """The first cell of `todo` no other process is on, locked for this
+        one (a 'best' cell waits for its options), and how many were busy."""
+        busy = 0
+        for cell in todo:
+            if cell.tune == "best":
+                continue
+            if self.busy_elsewhere(cell):
+                busy += 1
+                continue
+            lock = OutputLock(self.cell_folder(cell), "cell")
+            try:
+                lock.acquire()
+            except BusyError:  # taken since the probe
+                busy += 1
+                continue
+            return cell, lock, busy
+        return None, None, busy
+
     def run(self, dry_run: bool = False, ready_only: bool = False) -> list[dict]:
         """Run every unfinished cell, pre-training what they start from first;
         `ready_only`: start no pre-training, run only the cells whose starting
         model exists now (scratch, snapshots of runs still going, finished
-        runs), so the grid advances on a free core while the long runs go."""
+        runs), so the grid advances on a free core while the long runs go.
+
+        Several processes may run one recipe at once (e.g. one per core, each
+        with --threads 1): each takes the first cell no other is on, under a
+        lock on the rows file and one on the cell's folder, so every cell
+        runs once; a process stops when what is left runs elsewhere."""
         cfg = self.cfg
         self.ready_only = ready_only
-        rows = load_rows(self.rows_path)
+        with self.rows_lock():
+            rows = load_rows(self.rows_path)
         order, tiers_of = self.plan(rows)
         done = {r["id"] for r in rows}
         ready = sum(c.id not in done and self.ready(c) for c in order)
@@ -342,50 +386,59 @@ class Comparison:
             for cell in order:
                 state = (
                     "done" if cell.id in done else "todo (option picked after the option runs)" if cell.tune == "best"
+                    else "running (another process)" if OutputLock.busy(self.cell_folder(cell))
                     else "ready" if self.ready(cell) else "todo"
                 )
                 self.log(f"  {state}  {cell.id}  [{', '.join(tiers_of[cell.id])}]")
             return rows
-        if self.rows_path.is_file():
-            raw = self.rows_path.read_text(encoding="utf-8")
-            if raw and (not raw.endswith("\n") or raw.count("\n") != len(rows)):
-                self.log(f"{self.rows_path}: dropping a torn last line (a run was killed while writing it)")
-                _rewrite_rows(self.rows_path, rows)  # appending after it would corrupt the next row
         self.prepare_data()
         cell_hash = self.cell_settings()
-        self.check_rows(rows, cell_hash)
         bar = tqdm(total=len(order), desc=cfg.name, unit="cell", disable=not (self.progress and sys.stderr.isatty()))
         t_start, ran = time.time(), 0
         while True:
-            order, tiers_of = self.plan(rows)  # options decided by finished cells resolve here
-            todo = [c for c in order if c.id not in done and (not ready_only or self.ready(c))]
-            for cell in order:  # a cell shared by tiers: record every tier it serves
-                row = next((r for r in rows if r["id"] == cell.id), None)
-                if row is not None and any(t not in row["tiers"] for t in tiers_of[cell.id]):
-                    row["tiers"] += [t for t in tiers_of[cell.id] if t not in row["tiers"]]
-                    _rewrite_rows(self.rows_path, rows)
+            with self.rows_lock():
+                rows = load_rows(self.rows_path)  # with the rows other processes added
+                if self.rows_path.is_file():
+                    raw = self.rows_path.read_text(encoding="utf-8")
+                    if raw and (not raw.endswith("\n") or raw.count("\n") != len(rows)):
+                        self.log(f"{self.rows_path}: dropping a torn last line (a run was killed while writing it)")
+                        _rewrite_rows(self.rows_path, rows)  # appending after it would corrupt the next row
+                self.check_rows(rows, cell_hash)
+                done = {r["id"] for r in rows}
+                order, tiers_of = self.plan(rows)  # options decided by finished cells resolve here
+                for cell in order:  # a cell shared by tiers: record every tier it serves
+                    row = next((r for r in rows if r["id"] == cell.id), None)
+                    if row is not None and any(t not in row["tiers"] for t in tiers_of[cell.id]):
+                        row["tiers"] += [t for t in tiers_of[cell.id] if t not in row["tiers"]]
+                        _rewrite_rows(self.rows_path, rows)
+                todo = [c for c in order if c.id not in done and (not ready_only or self.ready(c))]
+                cell, lock, busy = self.claim(todo)
             bar.total = len(order)
             bar.n = len(order) - len(todo)
             bar.refresh()
-            if not todo:
+            if cell is None:
+                if busy:
+                    self.log(f"{busy} cell(s) left run in other processes, or wait for a pre-training another process runs: "
+                             "stopping here (the last process to finish writes the full report)")
+                elif todo:
+                    raise ConfigError(
+                        f"cell {todo[0].id} asks for the best adaptation option, but no tier before it ran "
+                        f"{todo[0].strategy} (or its best_tune_from entry) at size {cfg.full_size} with several options"
+                    )
                 break
-            cell = todo[0]
-            if cell.tune == "best":
-                raise ConfigError(
-                    f"cell {cell.id} asks for the best adaptation option, but no tier before it ran "
-                    f"{cell.strategy} (or its best_tune_from entry) at size {cfg.full_size} with several options"
-                )
-            info = self.pretrained_for(cell)
-            if info:
-                self.check_pretrained(rows, info)
-            row = {**self.run_cell(cell, tiers_of[cell.id]), "cell_settings": cell_hash}
-            append_row(self.rows_path, row)
-            rows.append(row)
-            done.add(cell.id)
+            try:
+                info = self.pretrained_for(cell)
+                if info:
+                    self.check_pretrained(rows, info)
+                row = {**self.run_cell(cell, tiers_of[cell.id]), "cell_settings": cell_hash}
+                with self.rows_lock():
+                    append_row(self.rows_path, row)
+            finally:
+                lock.release()
             ran += 1
             left = len(todo) - 1
             eta = (time.time() - t_start) / ran * left / 60
-            finished = sum(c.id in done for c in order)
+            finished = len(done) + 1
             self.log(
                 f"[{finished}/{len(order)} done] {cell.id}: BLEU {row['bleu']:.2f} chrF {row['chrf']:.2f} "
                 f"({row['wall_seconds']:.0f} s; ~{eta:.0f} min left for {left} {'ready ' if ready_only else ''}cells)"

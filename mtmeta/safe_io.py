@@ -22,6 +22,7 @@ data_prep can use it.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import io
@@ -480,9 +481,36 @@ class OutputLock:
     def __exit__(self, *exc) -> None:
         self.release()
 
+    @staticmethod
+    def busy(folder: str | os.PathLike) -> bool:
+        """Whether another process holds `folder`'s lock now (a probe: the
+        answer can change right after)."""
+        if not (Path(folder) / LOCK_NAME).is_file():
+            return False
+        try:
+            OutputLock(folder).acquire().release()
+        except BusyError:
+            return True
+        return False
+
+
+@contextlib.contextmanager
+def waiting_lock(path: str | os.PathLike):
+    """An exclusive lock on the file `path` for a short critical section,
+    waiting for it when another process holds it (unlike OutputLock, which
+    refuses). Not re-entrant: never nest two on one path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+", encoding="utf-8") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
 
 __all__ = [
     "BusyError", "OutputError", "OutputLock", "append_jsonl", "atomic_save", "atomic_write_bytes", "atomic_write_json",
     "atomic_write_text", "drop_torn_tail", "flush_stdout", "notify_stderr", "os_reason", "read_jsonl", "read_text_lines",
-    "record_step", "repair_log", "write_stdout",
+    "record_step", "repair_log", "waiting_lock", "write_stdout", "check_replaceable_folder",
 ]

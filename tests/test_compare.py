@@ -372,3 +372,58 @@ def test_ready_only_runs_beside_a_pretraining_still_going(capsys, minipack: Path
     after = {r["id"]: r for r in load_rows(tmp_path / "results" / "results.jsonl")}
     assert len(after) == 3 + 4 + 2 and after["multitask.ro.all.n200.d0.s1.p800"] == early
     assert (tmp_path / "work" / "pretrain" / "metanmt" / "done.json").is_file()
+
+
+# ---------------------------------------------------------------- several processes, one grid
+
+
+def scratch_grid(tmp_path: Path, minipack: Path, seeds: int) -> Path:
+    data = grid(tmp_path, minipack)
+    data["pretrain"] = {}
+    data["tiers"] = [{"name": "headline", "strategies": ["scratch"], "sizes": [200], "seeds": list(range(1, seeds + 1))}]
+    return write(tmp_path, data)
+
+
+def test_grid_skips_a_cell_another_process_runs(capsys, minipack: Path, tmp_path: Path) -> None:
+    """A cell whose folder another process holds is left to it: this process
+    runs the rest, says what it left, and a later run finishes that cell."""
+    from test_faults import hold_lock
+
+    path = scratch_grid(tmp_path, minipack, seeds=3)
+    held = "scratch.ro.all.n200.d0.s2"
+    holder = hold_lock(tmp_path / "work" / "cells" / held)
+    try:
+        capsys.readouterr()
+        assert main(["compare", str(path), "--dry-run"]) == 0
+        assert f"  running (another process)  {held}" in capsys.readouterr().err
+        assert main(["compare", str(path)]) == 0
+        err = capsys.readouterr().err
+        assert "1 cell(s) left run in other processes" in err
+        rows = load_rows(tmp_path / "results" / "results.jsonl")
+        assert sorted(r["id"] for r in rows) == ["scratch.ro.all.n200.d0.s1", "scratch.ro.all.n200.d0.s3"]
+    finally:
+        holder.stdin.close()
+        holder.wait()
+    assert main(["-q", "compare", str(path)]) == 0
+    rows = load_rows(tmp_path / "results" / "results.jsonl")
+    assert [r["id"] for r in rows][-1] == held and len(rows) == 3
+
+
+def test_two_grid_processes_run_each_cell_once(minipack: Path, tmp_path: Path) -> None:
+    """Two `mtmeta compare` processes started together on one recipe (one
+    prepares, the other waits and reuses it) share the cells: every cell is
+    one row, and together they finish the grid."""
+    import subprocess
+    import sys
+
+    from test_faults import ENV, REPO
+
+    path = scratch_grid(tmp_path, minipack, seeds=6)
+    cmd = [sys.executable, "-m", "mtmeta.cli", "-q", "compare", str(path), "--threads", "1"]
+    procs = [subprocess.Popen(cmd, env=ENV, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+    ids = [r["id"] for r in load_rows(tmp_path / "results" / "results.jsonl")]
+    assert len(ids) == len(set(ids)) == 6
+    assert (tmp_path / "results" / "summary.md").is_file()
