@@ -318,8 +318,9 @@ def plot_learning_curves(cfg, rows: list[dict], path: Path) -> bool:
 
 
 def plot_budget(cfg, rows: list[dict], path: Path) -> bool:
-    """Adapted validation score and test BLEU against pre-training tokens, one
-    line per strategy, a column per target (tiers with several pretrain_tokens)."""
+    """Adapted validation BLEU, validation score and test BLEU against
+    pre-training tokens, one line per strategy, a column per target (tiers
+    with several pretrain_tokens)."""
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
     import matplotlib
 
@@ -332,7 +333,7 @@ def plot_budget(cfg, rows: list[dict], path: Path) -> bool:
         return False
     langs = _ordered({r["lang"] for r in pts_rows}, cfg.targets)
     strategies = _ordered({r["strategy"] for r in pts_rows}, [s for t in tiers for s in t.strategies])
-    panels = (("valid_score", f"adapt-valid {cfg.adapt.select_metric}"), ("bleu", "test BLEU"))
+    panels = (("valid_bleu", "adapt-valid BLEU (greedy)"), ("valid_score", f"adapt-valid {cfg.adapt.select_metric}"), ("bleu", "test BLEU"))
     fig, axes = plt.subplots(len(panels), len(langs), figsize=(4.6 * len(langs), 3.4 * len(panels)), squeeze=False)
     for j, lang in enumerate(langs):
         for i, (metric, label) in enumerate(panels):

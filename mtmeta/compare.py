@@ -292,6 +292,8 @@ class Comparison:
             "adapt_tokens": adapted["tokens"],
             "valid_metric": cfg.adapt.select_metric,
             "valid_score": adapted["best_score"] if cell.size else None,
+            # the best checkpoint's greedy adapt-valid BLEU (the budget plot's y; selection is on valid_metric)
+            "valid_bleu": adapted.get("best_validation", {}).get("bleu") if cell.size else None,
             "test": result["test"],
             "sentences": result["sentences"],
             "bleu": result["bleu"],

@@ -486,9 +486,9 @@ class Engine:
         self.save_last()
         if self.rank == 0 and not self.best_path.exists():
             self.save(self.best_path)
-        best_step = next((h["step"] for h in self.history if h.get("score") == self.best_score), None)
+        best = next((h for h in self.history if h.get("score") == self.best_score), {})
         return {"step": self.step, "tokens": self.tokens, "minutes": self.elapsed / 60, "best_score": self.best_score,
-                "best_step": best_step, "stopped_early": stopped_early}
+                "best_step": best.get("step"), "best_validation": best, "stopped_early": stopped_early}
 
     def _on_signal(self, signum, frame) -> None:
         if signum == signal.SIGINT and self._stop_signal:

@@ -28,7 +28,7 @@ ROW_KEYS = {
     "adapt_set", "adapt_lines", "adapt_steps", "adapt_tokens", "valid_metric", "valid_score", "test", "sentences",
     "bleu", "chrf", "tok_bleu", "bleu_signature", "chrf_signature", "tok_bleu_signature", "beam", "hypotheses",
     "reference", "checkpoint", "adapt_seconds", "translate_seconds", "wall_seconds", "cell_settings",
-    "pretrain_tokens", "adapt_best_step", "adapt_stopped_early",
+    "pretrain_tokens", "adapt_best_step", "adapt_stopped_early", "valid_bleu",
 }
 
 
@@ -427,3 +427,17 @@ def test_two_grid_processes_run_each_cell_once(minipack: Path, tmp_path: Path) -
     ids = [r["id"] for r in load_rows(tmp_path / "results" / "results.jsonl")]
     assert len(ids) == len(set(ids)) == 6
     assert (tmp_path / "results" / "summary.md").is_file()
+
+
+def test_row_records_the_best_checkpoints_validation_bleu(minipack: Path, tmp_path: Path) -> None:
+    """valid_bleu (the budget plot's y) is the adapt-valid BLEU of the
+    validation that picked best.pt, not of the last one."""
+    data = yaml.safe_load(scratch_grid(tmp_path, minipack, seeds=1).read_text(encoding="utf-8"))
+    data["adapt"].update({"bleu_sentences": 10, "select_metric": "chrf", "validate_every": 1, "max_steps": 3})
+    path = write(tmp_path, data)
+    assert main(["-q", "compare", str(path)]) == 0
+    (row,) = load_rows(tmp_path / "results" / "results.jsonl")
+    log = tmp_path / "work" / "cells" / row["id"] / "train_log.jsonl"
+    vals = [json.loads(line)["validation"] for line in log.read_text(encoding="utf-8").splitlines() if '"validation"' in line]
+    best = max(vals, key=lambda v: v["chrf"])  # the first of equals: the engine keeps a best only when strictly better
+    assert row["valid_score"] == best["chrf"] and row["valid_bleu"] == best["bleu"]
