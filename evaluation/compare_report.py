@@ -351,7 +351,8 @@ def plot_budget(cfg, rows: list[dict], path: Path) -> bool:
             ax.set_xlabel("pre-training target tokens (millions)")
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)
-    axes[0][0].legend()
+    # The legend on the first panel with lines (rows made before valid_bleu leave the first row empty).
+    next((ax for row in axes for ax in row if ax.lines), axes[0][0]).legend()
     fig.suptitle(f"{cfg.name}: adapted quality against the pre-training budget")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

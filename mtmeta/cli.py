@@ -325,7 +325,12 @@ def _compare_command(cfg, args) -> int:
     dry_run = getattr(args, "dry_run", False)
     rows = run_compare(cfg, log=_log(args), progress=not _quiet(args), dry_run=dry_run, ready_only=getattr(args, "ready_only", False))
     if rows and not dry_run:
-        paths = write_report(cfg, rows, log=_log(args))
+        from .safe_io import waiting_lock
+
+        # Several grid processes may end at different times: one report at a time, each
+        # from every row written so far, so the last one to finish leaves the full report.
+        with waiting_lock(Path(cfg.results) / ".report.lock"):
+            paths = write_report(cfg, load_rows(Path(cfg.results) / "results.jsonl"), log=_log(args))
         _log(args)(f"summary: {paths['summary']}")
     return 0
 

@@ -28,7 +28,7 @@ from data_prep.corpus import ParallelText
 from data_prep.prepare import load_summary, prepare, protected_files, protected_names, read_protected
 from .scoring import tokenized_bleu, write_json
 from .adaptation import adapt
-from .compare_plan import Cell, _rewrite_rows, append_row, expand, load_rows, plan_size, resolve_best, tier_rows  # noqa: F401
+from .compare_plan import Cell, _rewrite_rows, append_row, expand, load_rows, option_source, plan_size, resolve_best, tier_rows  # noqa: F401
 from .config import CompareConfig, TrainConfig
 from .errors import ConfigError, DataError
 from .safe_io import BusyError, OutputLock, waiting_lock
@@ -129,29 +129,41 @@ class Comparison:
             info = json.loads(done.read_text(encoding="utf-8"))
             info.pop("settings", None)
         else:
-            out.mkdir(parents=True, exist_ok=True)
-            write_json({"settings": settings}, started)
-            self.log(f"\n== pre-training {name} ({tc.strategy}{'/' + tc.meta.variant if tc.strategy == 'metanmt' else ''}, {tc.model.embedding})")
-            t0 = time.time()
-            result = train(tc, log=self.log, progress=self.progress)
-            info = {
-                "name": name,
-                "strategy": tc.strategy,
-                "variant": tc.meta.variant if tc.strategy == "metanmt" else "",
-                "embedding": tc.model.embedding,
-                "checkpoint": result["best"],
-                "steps": result["step"],
-                "tokens": result["tokens"],
-                "train_minutes": round(result["minutes"], 2),
-                "wall_minutes": round((time.time() - t0) / 60, 2),
-                "budget": {"max_train_tokens": tc.max_train_tokens, "max_minutes": tc.max_minutes, "max_steps": tc.max_steps},
-            }
-            write_json({**info, "settings": settings}, done)
+            # Held from here to done.json (the engine's own lock nests in it): another grid
+            # process gets BusyError, not a second start or a resume of a finished run.
+            with OutputLock(out, "pre-training"):
+                info = self._pretrain_locked(name, tc, settings)
         if "checkpoint_sha256" not in info or "source_valid_nll" not in info:  # done.json of earlier runs
             info["checkpoint_sha256"] = _sha256(Path(info["checkpoint"]))
             info["source_valid_nll"] = _best_valid_nll(out / "train_log.jsonl")
             write_json({**info, "settings": settings}, done)
         self.pretrained[name] = info
+        return info
+
+    def _pretrain_locked(self, name: str, tc: TrainConfig, settings: dict) -> dict:
+        out = Path(tc.output)
+        done, started = out / "done.json", out / "settings.json"
+        if done.is_file():  # finished while this process waited for the folder
+            info = json.loads(done.read_text(encoding="utf-8"))
+            info.pop("settings", None)
+            return info
+        write_json({"settings": settings}, started)
+        self.log(f"\n== pre-training {name} ({tc.strategy}{'/' + tc.meta.variant if tc.strategy == 'metanmt' else ''}, {tc.model.embedding})")
+        t0 = time.time()
+        result = train(tc, log=self.log, progress=self.progress)
+        info = {
+            "name": name,
+            "strategy": tc.strategy,
+            "variant": tc.meta.variant if tc.strategy == "metanmt" else "",
+            "embedding": tc.model.embedding,
+            "checkpoint": result["best"],
+            "steps": result["step"],
+            "tokens": result["tokens"],
+            "train_minutes": round(result["minutes"], 2),
+            "wall_minutes": round((time.time() - t0) / 60, 2),
+            "budget": {"max_train_tokens": tc.max_train_tokens, "max_minutes": tc.max_minutes, "max_steps": tc.max_steps},
+        }
+        write_json({**info, "settings": settings}, done)
         return info
 
     def prepare_data(self) -> None:
@@ -352,7 +364,12 @@ class Comparison:
         busy = 0
         for cell in todo:
             if cell.tune == "best":
-                continue
+                if option_source(self.cfg, cell.strategy) is None:
+                    raise ConfigError(
+                        f"cell {cell.id} asks for the best adaptation option, but no tier runs "
+                        f"{cell.strategy} (or its best_tune_from entry) with several options"
+                    )
+                continue  # until its option cells have finished (here or in another process)
             if self.busy_elsewhere(cell):
                 busy += 1
                 continue
@@ -424,23 +441,30 @@ class Comparison:
                              "stopping here (the last process to finish writes the full report)")
                 elif todo:
                     raise ConfigError(
-                        f"cell {todo[0].id} asks for the best adaptation option, but no tier before it ran "
-                        f"{todo[0].strategy} (or its best_tune_from entry) at size {cfg.full_size} with several options"
+                        f"cell {todo[0].id} asks for the best adaptation option, but the option runs of "
+                        f"{todo[0].strategy} (or its best_tune_from entry) at size {cfg.full_size} do not decide one"
                     )
                 break
             try:
-                info = self.pretrained_for(cell)
+                try:
+                    info = self.pretrained_for(cell)
+                except BusyError:  # another process started that pre-training since the probe
+                    continue
                 if info:
                     self.check_pretrained(rows, info)
                 row = {**self.run_cell(cell, tiers_of[cell.id]), "cell_settings": cell_hash}
                 with self.rows_lock():
+                    # Another process may have written rows (or re-prepared the data) meanwhile.
+                    self.check_rows(load_rows(self.rows_path), cell_hash)
+                    if self.cell_settings() != cell_hash:
+                        raise DataError(f"the prepared data in {self.data} changed while cell {cell.id} ran; its row is not written")
                     append_row(self.rows_path, row)
             finally:
                 lock.release()
             ran += 1
             left = len(todo) - 1
             eta = (time.time() - t_start) / ran * left / 60
-            finished = len(done) + 1
+            finished = sum(c.id in done for c in order) + 1
             self.log(
                 f"[{finished}/{len(order)} done] {cell.id}: BLEU {row['bleu']:.2f} chrF {row['chrf']:.2f} "
                 f"({row['wall_seconds']:.0f} s; ~{eta:.0f} min left for {left} {'ready ' if ready_only else ''}cells)"
@@ -458,7 +482,8 @@ def check_recipe(cfg: CompareConfig, steps: int, log=print) -> dict:
         raise ConfigError("--check-steps must be >= 1")
     cfg.validate()
     work = Path(cfg.workdir) / "check"
-    prepare(dataclasses.replace(cfg.prepare), log=log)
+    with waiting_lock(Path(cfg.workdir) / ".prepare.lock"):  # as Comparison.prepare_data
+        prepare(dataclasses.replace(cfg.prepare), log=log)
     report = {"steps": steps, "pretrain": {}}
     first = None
     for name in cfg.pretrain:

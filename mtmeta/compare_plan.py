@@ -60,10 +60,15 @@ def expand(cfg: CompareConfig) -> list[tuple[Cell, str]]:
 def option_scores(cfg: CompareConfig, rows: list[dict], strategy: str) -> dict[str, float]:
     """Mean validation score of each adaptation option over the targets, from
     the strategy's full-size runs at the first seed of the tiers that try
-    several options (only when every option has the same targets)."""
-    seeds = [x for t in cfg.tiers if len(t.tunes) > 1 and not t.pretrain_tokens and strategy in t.strategies for x in t.seeds]
+    several options (only when every such cell has finished and every option
+    has the same targets)."""
+    option_tiers = [t for t in cfg.tiers if len(t.tunes) > 1 and not t.pretrain_tokens and strategy in t.strategies]
+    seeds = [x for t in option_tiers for x in t.seeds]
     if not seeds:
         return {}
+    # Every option cell must have finished: with several grid processes they finish out
+    # of order, and two options of three are not a choice.
+    expected = {(tune, lang) for t in option_tiers if cfg.full_size in t.sizes for lang in t.targets or cfg.targets for tune in t.tunes}
     full = [
         r for r in rows
         if r["strategy"] == strategy and r["size"] == cfg.full_size and r["draw"] == 0 and r["seed"] == min(seeds)
@@ -72,10 +77,21 @@ def option_scores(cfg: CompareConfig, rows: list[dict], strategy: str) -> dict[s
     by_tune: dict[str, dict[str, float]] = {}
     for r in full:
         by_tune.setdefault(r["tune"], {})[r["lang"]] = r["valid_score"]
+    if not expected <= {(tune, lang) for tune, v in by_tune.items() for lang in v}:
+        return {}
     langs = [set(v) for v in by_tune.values()]
     if len(by_tune) < 2 or any(x != langs[0] for x in langs):
         return {}
     return {t: sum(v.values()) / len(v) for t, v in sorted(by_tune.items())}
+
+
+def option_source(cfg: CompareConfig, strategy: str) -> str | None:
+    """Whose option runs decide `strategy`'s 'best' cells: its own, else its
+    best_tune_from entry's; None when no tier runs options for either."""
+    for source in (strategy, cfg.best_tune_from.get(strategy, strategy)):
+        if any(len(t.tunes) > 1 and not t.pretrain_tokens and source in t.strategies for t in cfg.tiers):
+            return source
+    return None
 
 
 def resolve_best(cfg: CompareConfig, rows: list[dict], strategy: str) -> str | None:
@@ -84,11 +100,9 @@ def resolve_best(cfg: CompareConfig, rows: list[dict], strategy: str) -> str | N
     no option runs, those of `best_tune_from[strategy]`. None: not run yet."""
     if strategy == "scratch":
         return "all"
-    for source in (strategy, cfg.best_tune_from.get(strategy, strategy)):
-        scores = option_scores(cfg, rows, source)
-        if scores:
-            return max(scores, key=scores.get)
-    return None
+    source = option_source(cfg, strategy)
+    scores = option_scores(cfg, rows, source) if source else {}
+    return max(scores, key=scores.get) if scores else None
 
 
 # --- results.jsonl ------------------------------------------------------------------

@@ -436,7 +436,15 @@ class OutputLock:
         except OSError as e:
             raise OutputError(f"cannot lock {self.what} {self.folder}: {os_reason(e)}") from None
         try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # A few tries: OutputLock.busy() in another process holds a lock for microseconds.
+            for attempt in range(5):
+                try:
+                    fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as e:
+                    if attempt == 4 or e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                        raise
+                    time.sleep(0.02)
         except OSError as e:
             if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 f.close()
@@ -485,12 +493,18 @@ class OutputLock:
     def busy(folder: str | os.PathLike) -> bool:
         """Whether another process holds `folder`'s lock now (a probe: the
         answer can change right after)."""
-        if not (Path(folder) / LOCK_NAME).is_file():
+        path = Path(folder) / LOCK_NAME
+        if not path.is_file() or os.path.realpath(folder) in _held:
             return False
         try:
-            OutputLock(folder).acquire().release()
-        except BusyError:
-            return True
+            with open(path, "a+", encoding="utf-8") as f:
+                try:
+                    fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError as e:
+                    return e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)  # held for microseconds: acquire() retries
+        except OSError:
+            return False
         return False
 
 

@@ -441,3 +441,43 @@ def test_row_records_the_best_checkpoints_validation_bleu(minipack: Path, tmp_pa
     vals = [json.loads(line)["validation"] for line in log.read_text(encoding="utf-8").splitlines() if '"validation"' in line]
     best = max(vals, key=lambda v: v["chrf"])  # the first of equals: the engine keeps a best only when strictly better
     assert row["valid_score"] == best["chrf"] and row["valid_bleu"] == best["bleu"]
+
+
+def test_best_option_waits_for_every_option_cell(tmp_path: Path, minipack: Path) -> None:
+    """With several processes, option cells finish out of order: two options
+    of three must not decide 'best' (the third may be better)."""
+    data = grid(tmp_path, minipack)
+    data["tiers"][0]["tunes"] = ["all", "emb_enc", "emb"]
+    cfg = C.load_compare_yaml(write(tmp_path, data))
+
+    def row(tune: str, score: float) -> dict:
+        return {"strategy": "multitask", "lang": "ro", "tune": tune, "size": 200, "draw": 0, "seed": 1, "valid_score": score}
+
+    rows = [row("all", 30.0), row("emb_enc", 31.0)]
+    assert resolve_best(cfg, rows, "multitask") is None
+    assert resolve_best(cfg, rows + [row("emb", 32.0)], "multitask") == "emb"
+    assert resolve_best(cfg, rows + [row("emb", 29.0)], "multitask") == "emb_enc"
+
+
+def test_grid_leaves_cells_whose_pretraining_another_process_runs(capsys, minipack: Path, tmp_path: Path) -> None:
+    """A pre-training folder another process holds (e.g. `--pretrain-only`)
+    is not started a second time: its cells wait, the rest run."""
+    from test_faults import hold_lock
+
+    data = grid(tmp_path, minipack)
+    data["pretrain"] = {"multitask": data["pretrain"]["multitask"]}
+    data["tiers"] = [{"name": "headline", "strategies": ["scratch", "multitask"], "tunes": ["all"], "sizes": [200]}]
+    path = write(tmp_path, data)
+    holder = hold_lock(tmp_path / "work" / "pretrain" / "multitask")
+    try:
+        capsys.readouterr()
+        assert main(["compare", str(path)]) == 0
+        assert "1 cell(s) left run in other processes, or wait for a pre-training" in capsys.readouterr().err
+        rows = load_rows(tmp_path / "results" / "results.jsonl")
+        assert [r["id"] for r in rows] == ["scratch.ro.all.n200.d0.s1"]
+        assert not (tmp_path / "work" / "pretrain" / "multitask" / "last.pt").exists()
+    finally:
+        holder.stdin.close()
+        holder.wait()
+    assert main(["-q", "compare", str(path)]) == 0
+    assert len(load_rows(tmp_path / "results" / "results.jsonl")) == 2

@@ -71,6 +71,8 @@ class EnglishDecoder(TransformerDecoderBase):
         if self.adaptive_softmax is not None:
             return features
         batch, length, dim = features.shape
+        if batch * length == 0:
+            return self.output_projection(features)
         return self.output_projection(features.reshape(batch * length, dim)).view(batch, length, -1)
 
 
