@@ -489,6 +489,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
+        if args.func in LONG_COMMANDS:
+            load_all_code()
         code = args.func(args)
         flush_stdout()  # checked: output that never reached stdout is an error, not exit 0
         return code
@@ -507,6 +509,26 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mtmeta: interrupted", file=sys.stderr)
         return 130
+
+
+LONG_COMMANDS = {cmd_prepare, cmd_train, cmd_adapt, cmd_recipe, cmd_compare}
+PACKAGES = ("data_prep", "mtmeta", "evaluation")
+
+
+def load_all_code() -> None:
+    """Import every module of the project now. Commands that run for hours
+    or days import some modules only when they first need them (a release
+    reader, the report); had the checkout been edited or pulled meanwhile,
+    that module would come from the new code and could fail against the old
+    ones already loaded, killing the run half-way (it happened: a grid died
+    on an import when a helper moved between modules)."""
+    import importlib
+    import pkgutil
+
+    for name in PACKAGES:
+        package = importlib.import_module(name)
+        for info in pkgutil.walk_packages(package.__path__, name + "."):
+            importlib.import_module(info.name)
 
 
 if __name__ == "__main__":

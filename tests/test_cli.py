@@ -311,3 +311,24 @@ def test_evaluate_mismatched_hyp_ref(capsys, tmp_path: Path) -> None:
               expect=["2 lines", "1"])
     assert not out.exists()
     run_error(capsys, "evaluate", "--hyp", str(tmp_path / "h"), expect="--ref")
+
+
+def test_long_commands_load_all_code_at_start() -> None:
+    """A run of hours must not import project code later (a checkout edited
+    meanwhile would mix two versions): every module is loaded up front."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    names = sorted(
+        ".".join(p.relative_to(repo).with_suffix("").parts).removesuffix(".__init__")
+        for pkg in ("data_prep", "mtmeta", "evaluation") for p in (repo / pkg).rglob("*.py")
+    )
+    code = ("import sys; from mtmeta import cli; cli.load_all_code(); "
+            f"missing = [n for n in {names!r} if n not in sys.modules]; print(missing)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+    from mtmeta import cli
+
+    assert {cli.cmd_compare, cli.cmd_train, cli.cmd_adapt, cli.cmd_recipe} <= cli.LONG_COMMANDS
