@@ -299,3 +299,36 @@ def test_fomaml_leaves_unsampled_languages_without_gradient():
     tables = model.src_embed.tables
     assert tables[sampled].weight.grad is not None
     assert tables[other].weight.grad is None
+
+
+@pytest.mark.parametrize("variant", ["fomaml", "reptile"])
+def test_meta_step_under_one_bf16_autocast_sees_theta_prime(variant, monkeypatch):
+    """The engine wraps a whole meta-step in one autocast context, and autocast
+    caches each weight's bf16 copy until the context exits: the query loss (and
+    Reptile's second inner step) must still be computed with theta-prime's
+    weights. Reference: every forward in a context of its own."""
+    import mtmeta.strategies.meta as meta
+
+    def run(own_context: bool):
+        model, task = tiny(ulr=True)
+        s = strategy(model, task, variant=variant, inner_optimizer="adam", inner_lr=1e-2,
+                     inner_steps=2 if variant == "reptile" else 1, tasks_per_step=2)
+        s.trainable_parameters(model)
+        if own_context:
+            def each_in_own_context(*a, **k):
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    return batch_loss(*a, **k)
+            monkeypatch.setattr(meta, "batch_loss", each_in_own_context)
+            stats = s.train_step(engine_for(model))
+            monkeypatch.setattr(meta, "batch_loss", batch_loss)
+        else:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                stats = s.train_step(engine_for(model))
+        return stats["loss"], {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+
+    loss, grads = run(own_context=False)
+    ref_loss, ref_grads = run(own_context=True)
+    assert loss == ref_loss
+    assert grads.keys() == ref_grads.keys() and grads
+    for n in grads:
+        assert torch.equal(grads[n], ref_grads[n]), n

@@ -179,6 +179,10 @@ class MetaStrategy(Strategy):
             loss = batch_loss(model, batch, ls)
             loss.backward()
             opt.step()
+            # The engine runs the whole meta-step in one autocast context, whose cache keeps
+            # the bf16 copy of each weight made by the first forward: without this, the next
+            # forward would compute the query loss with theta's copies, not theta-prime's.
+            torch.clear_autocast_cache()
             losses.append(loss.detach())
         return saved, float(torch.stack(losses).mean())
 
@@ -187,6 +191,7 @@ class MetaStrategy(Strategy):
         with torch.no_grad():
             for n, value in saved.items():
                 params[n].copy_(value)
+        torch.clear_autocast_cache()  # the next task's forward must see theta, not theta-prime's copies
 
     def _first_order(self, model, params, support, query, ls):
         saved, _ = self._simulate(model, params, support, ls)
