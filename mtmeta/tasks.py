@@ -29,6 +29,7 @@ class Task:
         self.device = torch.device("cpu")  # where next_batch puts its tensors
         self.epoch = 0
         self.position = 0
+        self.last_batch = -1
         self._order = self._permutation()
 
     def __len__(self) -> int:
@@ -47,7 +48,8 @@ class Task:
             self.epoch += 1
             self.position = 0
             self._order = self._permutation()
-        idx = self.batches[self._order[self.position]]
+        self.last_batch = int(self._order[self.position])  # which batch: MetaNMT keeps D and D' apart
+        idx = self.batches[self.last_batch]
         self.position += 1
         batch = collate(self.data, idx, self.src_offset)
         if self.device.type != "cpu":

@@ -332,3 +332,32 @@ def test_meta_step_under_one_bf16_autocast_sees_theta_prime(variant, monkeypatch
     assert grads.keys() == ref_grads.keys() and grads
     for n in grads:
         assert torch.equal(grads[n], ref_grads[n]), n
+
+
+def test_support_and_query_are_different_batches_across_an_epoch_boundary():
+    """D and D' are drawn in turn from the task's shuffled stream; when a new
+    epoch starts with the batch the last one ended with, D' is drawn again."""
+    model, task = tiny()
+    task = Task("de", task.data, task.src_offset, 20, 64, seed=3)  # smaller batches: an odd count >= 3
+    n = len(task.batches)
+    assert n >= 3 and n % 2 == 1, n
+    task._permutation = lambda: np.arange(n) if task.epoch == 0 else np.roll(np.arange(n), 1)  # epoch 1 starts with n-1
+    task._order = task._permutation()
+    drawn = []
+    original = task.next_batch
+
+    def recording():
+        batch = original()
+        drawn.append(task.last_batch)
+        return batch
+
+    task.next_batch = recording
+    s = strategy(model, task, variant="fomaml")
+    s.trainable_parameters(model)
+    pairs = []
+    for _ in range(n):
+        drawn.clear()
+        s.train_step(engine_for(model))
+        pairs.append((drawn[0], drawn[-1]))
+    assert all(a != b for a, b in pairs), pairs
+    assert any(len(set(p)) == 2 and p[0] == n - 1 for p in pairs)  # the boundary case occurred

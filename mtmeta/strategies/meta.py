@@ -146,7 +146,11 @@ class MetaStrategy(Strategy):
                 support, query = [task.next_batch() for _ in range(self.cfg.inner_steps)], None
                 ntokens += sum(b["ntokens"] for b in support)
             else:
-                support, query = task.next_batch(), task.next_batch()
+                support = task.next_batch()
+                first = task.last_batch
+                query = task.next_batch()
+                if task.last_batch == first and len(task.batches) > 1:  # an epoch boundary drew it twice
+                    query = task.next_batch()
                 ntokens += support["ntokens"] * self.cfg.inner_steps + query["ntokens"]
             run = {"fomaml": self._first_order, "reptile": self._reptile, "maml": self._second_order, "metasgd": self._meta_sgd}
             loss, grads, lrg = run[self.cfg.variant](model, params, support, query, ls)
