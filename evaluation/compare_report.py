@@ -2,10 +2,11 @@
 
     python -m evaluation.compare_report recipes/compare.yaml
 
-writes RESULTS/summary.md, RESULTS/significance.json, RESULTS/learning_curves.png
-and RESULTS/headline_bars.png. Every number in the summary comes from a
-results.jsonl row (tests check that), and every row's BLEU re-scores from its
-committed hypothesis file with plain sacrebleu against the pack's reference.
+writes RESULTS/summary.md (the paper's claims answered by evaluation/claims.py),
+RESULTS/significance.json and the plots. Every number in the summary comes
+from a results.jsonl row (tests check that), and every row's BLEU re-scores
+from its committed hypothesis file with plain sacrebleu against the pack's
+reference.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from data_prep.prepare import read_protected
 from data_prep.sources import read_lines
+from evaluation.claims import Claim, answer_claims, claims_markdown, ulr_tier
 from mtmeta.compare_plan import option_scores, plan_size, snapshot_label, tier_rows
 from mtmeta.errors import DataError
 from mtmeta.scoring import paired_bootstrap, write_json
@@ -62,16 +64,18 @@ def references(cfg, row: dict) -> list[str]:
         raise
 
 
-def significance(cfg, rows: list[dict], results_dir: Path) -> list[dict]:
-    """Paired bootstrap, system vs baseline, per language and seed, on the
-    headline cells (each strategy with its own chosen option, full set)."""
+def significance(cfg, rows: list[dict], results_dir: Path, tier: str = "headline", system: str = "", baseline: str = "") -> list[dict]:
+    """Paired bootstrap, system vs baseline (the recipe's unless given), per
+    language and seed, on a tier's full-set cells (the headline: each
+    strategy with its own chosen option)."""
+    system, baseline = system or cfg.system, baseline or cfg.baseline
     out = []
-    head = in_tier(cfg, rows, "headline")
-    by = {(r["strategy"], r["lang"], r["seed"]): r for r in head if r["size"] == cfg.full_size and r["draw"] == 0}
+    cells = in_tier(cfg, rows, tier)
+    by = {(r["strategy"], r["lang"], r["seed"]): r for r in cells if r["size"] == cfg.full_size and r["draw"] == 0}
     for (strategy, lang, seed), sys_row in sorted(by.items()):
-        if strategy != cfg.system or (cfg.baseline, lang, seed) not in by:
+        if strategy != system or (baseline, lang, seed) not in by:
             continue
-        base_row = by[(cfg.baseline, lang, seed)]
+        base_row = by[(baseline, lang, seed)]
         refs = references(cfg, sys_row)
         hyp_s = read_lines(results_dir / sys_row["hypotheses"])
         hyp_b = read_lines(results_dir / base_row["hypotheses"])
@@ -110,7 +114,7 @@ def table(rows: list[dict], row_key, col_key, metric: str, row_order=(), col_ord
     return lines
 
 
-def summary_markdown(cfg, rows: list[dict], tests: list[dict], notes: str = "") -> str:
+def summary_markdown(cfg, rows: list[dict], tests: list[dict], notes: str = "", claims: list[Claim] | None = None) -> str:
     strategies = [s for t in cfg.tiers for s in t.strategies]
     strat_order = list(dict.fromkeys(strategies))
     langs = cfg.targets
@@ -168,7 +172,10 @@ def summary_markdown(cfg, rows: list[dict], tests: list[dict], notes: str = "") 
             "Seeds vary the adaptation (new embeddings, batch order), not the pre-training: each strategy is pre-trained once, "
             "so neither the std nor the bootstrap measures pre-training variance. A cell shows `(n=k)` while fewer seeds than planned are finished."
         )
-        L.append(f"`*` {cfg.system} significantly above {cfg.baseline} (paired bootstrap, p < 0.05) on every seed tested; `(-)` significantly below.")
+        L.append(f"`*` {cfg.system} significantly above {cfg.baseline} (paired bootstrap, p < 0.05) on every seed tested; `(-)` significantly below. "
+                 "What a mark tests: whether these two adapted models would keep their order on other sentences like the test set's "
+                 "(the bootstrap resamples test sentences). What it does not test: whether another adaptation seed, another "
+                 "pre-training run or another domain would order them the same way; the ± std over seeds speaks to the first only.")
         L.append("")
         for metric, label in METRICS:
             mark = None
@@ -178,6 +185,8 @@ def summary_markdown(cfg, rows: list[dict], tests: list[dict], notes: str = "") 
             head_order = [x for t in cfg.tiers if t.name == "headline" for x in t.strategies] + strat_order
             L += table(head, lambda r: r["strategy"], lambda r: r["lang"], metric, head_order, langs, mark, expect_n=seeds)
             L.append("")
+    if claims:
+        L += claims_markdown(claims, f"the first {cfg.evaluate.max_sentences} sentences of the test sets" if cfg.evaluate.max_sentences else "the full test sets")
     for tier in cfg.tiers:
         if tier.name == "headline":
             continue
@@ -396,12 +405,15 @@ def plot_headline(cfg, rows: list[dict], path: Path) -> bool:
 def write_report(cfg, rows: list[dict], log=print) -> dict:
     results = Path(cfg.results)
     tests = significance(cfg, rows, results)
-    write_json({"tests": tests}, results / "significance.json")
+    found = ulr_tier(cfg)  # claim 5: the system beside its twin pre-trained without ULR
+    ulr_tests = significance(cfg, rows, results, tier=found[0], baseline=found[1]) if found else []
+    write_json({"tests": tests, "ulr_tests": ulr_tests}, results / "significance.json")
     notes_path = results / "NOTES.md"
     notes = notes_path.read_text(encoding="utf-8") if notes_path.is_file() else ""
     summary = results / "summary.md"
     tmp = summary.with_name(summary.name + ".tmp")
-    tmp.write_text(summary_markdown(cfg, rows, tests, notes), encoding="utf-8")
+    claims = answer_claims(cfg, rows, tests, ulr_tests)
+    tmp.write_text(summary_markdown(cfg, rows, tests, notes, claims), encoding="utf-8")
     tmp.replace(summary)
     plots = {}
     if plot_learning_curves(cfg, rows, results / "learning_curves.png"):

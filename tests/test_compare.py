@@ -153,6 +153,14 @@ def test_compare_miniature_grid(capsys, minipack: Path, tmp_path: Path) -> None:
         system = next(r for r in rows if r["id"] == t["system"])
         assert (t["bleu"]["baseline"], t["bleu"]["system"]) == (base["bleu"], system["bleu"])
         assert (base["strategy"], system["strategy"]) == ("multitask", "metanmt")
+    # The paper's claims, answered from the same rows (the rules: tests/test_claims.py).
+    claims = markdown_table(summary, "## The paper's claims")
+    assert [k.split(".")[0] for k in claims] == ["claim", "1", "2", "3", "4", "5"]
+    mean = {s: sum(r["bleu"] for r in rows if r["strategy"] == s and "headline" in r["tiers"]) / 2 for s in ("multitask", "metanmt")}
+    if mean["metanmt"] <= mean["multitask"]:
+        assert claims[next(k for k in claims if k.startswith("1."))][0] == "**does not hold**"
+    assert claims[next(k for k in claims if k.startswith("4."))][0] == "**cannot tell**"  # no Korean target here
+    assert json.loads((results / "significance.json").read_text())["ulr_tests"] == []  # no run without ULR here
     curves_section = summary.split("## curves")[1].split("\n## ")[0]
     assert curves_section.count("| multitask ro |") == 2  # once per metric table, though multitask is in several tiers
     curves = markdown_table(summary.split("## curves")[1], "### chrF")
