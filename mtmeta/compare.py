@@ -125,10 +125,8 @@ class Comparison:
                         f"pre-training {name!r} in {out} was started with other settings ({', '.join(changed)}); "
                         "its cells would mix two models. Restore the recipe, or move that folder and its result rows away"
                     )
-        if done.is_file():
-            info = json.loads(done.read_text(encoding="utf-8"))
-            info.pop("settings", None)
-        else:
+        info = _read_done(done)
+        if info is None:
             # Held from here to done.json (the engine's own lock nests in it): another grid
             # process gets BusyError, not a second start or a resume of a finished run.
             with OutputLock(out, "pre-training"):
@@ -143,9 +141,8 @@ class Comparison:
     def _pretrain_locked(self, name: str, tc: TrainConfig, settings: dict) -> dict:
         out = Path(tc.output)
         done, started = out / "done.json", out / "settings.json"
-        if done.is_file():  # finished while this process waited for the folder
-            info = json.loads(done.read_text(encoding="utf-8"))
-            info.pop("settings", None)
+        info = _read_done(done)
+        if info is not None:  # finished while this process waited for the folder
             return info
         write_json({"settings": settings}, started)
         self.log(f"\n== pre-training {name} ({tc.strategy}{'/' + tc.meta.variant if tc.strategy == 'metanmt' else ''}, {tc.model.embedding})")
@@ -201,8 +198,8 @@ class Comparison:
             return False
         if not self.finished(cell.strategy):
             return False
-        done = Path(self.pretrain_config(cell.strategy).output) / "done.json"
-        return json.loads(done.read_text(encoding="utf-8")).get("tokens", 0) < cell.pretrain_tokens
+        info = _read_done(Path(self.pretrain_config(cell.strategy).output) / "done.json")
+        return info.get("tokens", 0) < cell.pretrain_tokens
 
     def finished(self, name: str) -> bool:
         return (Path(self.pretrain_config(name).output) / "done.json").is_file()
@@ -555,6 +552,15 @@ def _best_valid_nll(log: Path) -> float | None:
         if isinstance(record, dict) and isinstance(record.get("validation"), dict) and "valid_nll" in record["validation"]:
             values.append(record["validation"]["valid_nll"])
     return round(min(values), 4) if values else None
+
+
+def _read_done(path: Path) -> dict | None:
+    """A finished pre-training's record (done.json, its settings left out); None while it runs."""
+    if not path.is_file():
+        return None
+    info = json.loads(path.read_text(encoding="utf-8"))
+    info.pop("settings", None)
+    return info
 
 
 def _sha256(path: Path) -> str:
