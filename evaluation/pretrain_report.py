@@ -2,6 +2,7 @@
 per-source-language table for one checkpoint.
 
     python -m evaluation.pretrain_report curves recipes/compare.yaml
+    python -m evaluation.pretrain_report progress work/compare/pretrain/multitask/train_log.jsonl --after 25000
     python -m evaluation.pretrain_report per-language --checkpoint work/compare/pretrain/multitask/best.pt --run multitask
 
 `curves` reads each `pretrain` entry's train_log.jsonl (WORKDIR/pretrain/NAME/,
@@ -718,6 +719,27 @@ def write_per_language(result: dict, run: str, command: str, label: str = "", re
     return {"markdown": str(md), "json": str(js)}
 
 
+# --- the progress table ------------------------------------------------------------------
+
+
+def progress_rows(path: str | Path, after: int = 0) -> list[str]:
+    """results/pretrain/README.md's progress-table rows (updates, target
+    tokens, source valid NLL, BLEU, chrF) for a run's validations after
+    update `after`; the best so far is marked."""
+    run = read_run_log(path)
+    best = run.best()
+    rows = []
+    for v in run.validations:
+        if v["step"] <= after or not v["step"]:
+            continue
+        nll = _value(v, METRICS[0][1])
+        bleu, chrf = _value(v, METRICS[1][1]), _value(v, METRICS[2][1])
+        star = " (best so far)" if best is not None and v["step"] == best["step"] else ""
+        rows.append(f"| | {v['step']:,}{star} | {v['tokens'] / 1e6:.1f}M | {'–' if nll is None else f'{nll:.3f}'} | "
+                    f"{'–' if bleu is None else f'{bleu:.2f}'} | {'–' if chrf is None else f'{chrf:.1f}'} |")
+    return rows
+
+
 # --- command line ---------------------------------------------------------------------
 
 
@@ -730,6 +752,9 @@ def main(argv=None) -> int:
     c.add_argument("--runs", nargs="+", metavar="NAME", help="only these runs (default: every run with a log)")
     c.add_argument("--output", default=str(RESULTS_DIR / "curves.png"))
     c.add_argument("--results-dir", default=str(RESULTS_DIR), help="where the committed log copies NAME_train_log.jsonl are")
+    t = sub.add_parser("progress", help="results/pretrain/README.md's progress-table rows from a run's train_log.jsonl")
+    t.add_argument("log", help="e.g. work/compare/pretrain/multitask/train_log.jsonl")
+    t.add_argument("--after", type=int, default=0, help="only validations after this update")
     p = sub.add_parser("per-language", help="BLEU/chrF/NLL per source language on the held-out validation pairs")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--run", required=True, help="name in the output files: per_language_RUN.{md,json}")
@@ -748,6 +773,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     try:
+        if args.what == "progress":
+            print("\n".join(progress_rows(args.log, args.after)))
+            return 0
         if args.what == "curves":
             result = write_curves(args.recipe, args.log, args.output, Path(args.results_dir), log=log, only=args.runs)
         else:

@@ -59,6 +59,15 @@ def test_log_reads_as_one_run(tmp_path):
     assert "dropped 3 record(s)" in notes  # steps 30, 40 and the validation at 40 of the killed segment
 
 
+def test_progress_rows_are_the_logs_validations(tmp_path, capsys):
+    log = tmp_path / "train_log.jsonl"
+    write_log(log)
+    # The resumed segment's validation at 40 (not the superseded one), the best marked.
+    assert R.progress_rows(log, after=20) == ["| | 40 (best so far) | 0.0M | 5.000 | 2.50 | 5.0 |", "| | 60 | 0.0M | 5.100 | 2.40 | 4.8 |"]
+    assert R.main(["progress", str(log)]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "| | 20 | 0.0M | 6.000 | 1.00 | 2.0 |"
+
+
 def test_curves_figure_and_skipped_runs(tmp_path):
     log = tmp_path / "multitask.jsonl"
     write_log(log)
