@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> dict:
     hw = setup(a.device, "fp32", a.threads)
     import ctranslate2
 
-    from mtmeta.export import sha256
+    from mtmeta.safe_io import sha256_file
 
     result = {
         "what": "decoding speed, native fairseq vs CTranslate2; ratios are within-round medians",
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": {"hardware": hw.describe(), "platform": platform.platform(), "python": platform.python_version(),
                     "torch": torch.__version__, "ctranslate2": ctranslate2.__version__,
                     "ct2_compute_types": sorted(ctranslate2.get_supported_compute_types("cuda" if ctranslate2.get_cuda_device_count() else "cpu"))},
-        "checkpoint": {"path": a.checkpoint, "sha256": sha256(a.checkpoint)},
+        "checkpoint": {"path": a.checkpoint, "sha256": sha256_file(a.checkpoint)},
         "data": {"folder": a.data, "lang": a.lang, "test": text.name, "sentences": len(src)},
         "settings": {"beam": a.beam, "batch_sentences": a.batch_size, "rounds": a.rounds, "threads": hw.threads},
         "variants": variants,

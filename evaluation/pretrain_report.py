@@ -306,14 +306,14 @@ def write_curves(recipe: str | None, logs: list[str] | None = None, output: str 
 
 
 def checkpoint_identity(path: str | Path, state: dict) -> dict:
-    from mtmeta.export import sha256
+    from mtmeta.safe_io import sha256_file
 
     ts = state.get("train_state") or state.get("snapshot") or {}
     rc = state.get("run_config") or {}
     history = state.get("history") or []
     return {
         "path": str(path),
-        "sha256": sha256(path),
+        "sha256": sha256_file(path),
         "update": ts.get("step"),
         "target_tokens": ts.get("tokens"),
         "training_minutes": round(ts["elapsed"] / 60, 1) if isinstance(ts.get("elapsed"), (int, float)) else None,

@@ -31,7 +31,7 @@ from .adaptation import adapt
 from .compare_plan import Cell, _rewrite_rows, append_row, expand, load_rows, option_source, plan_size, resolve_best, tier_rows  # noqa: F401
 from .config import CompareConfig, TrainConfig
 from .errors import ConfigError, DataError
-from .safe_io import BusyError, OutputLock, waiting_lock
+from .safe_io import BusyError, OutputLock, sha256_file, waiting_lock
 from .score_testset import evaluate_checkpoint
 from .training import train
 
@@ -132,7 +132,7 @@ class Comparison:
             with OutputLock(out, "pre-training"):
                 info = self._pretrain_locked(name, tc, settings)
         if "checkpoint_sha256" not in info or "source_valid_nll" not in info:  # done.json of earlier runs
-            info["checkpoint_sha256"] = _sha256(Path(info["checkpoint"]))
+            info["checkpoint_sha256"] = sha256_file(Path(info["checkpoint"]))
             info["source_valid_nll"] = _best_valid_nll(out / "train_log.jsonl")
             write_json({**info, "settings": settings}, done)
         self.pretrained[name] = info
@@ -181,7 +181,7 @@ class Comparison:
         path = self.snapshot_file(name, tokens)
         if path is None:
             return None
-        return {"tokens": int(path.stem.split("-")[1]), "path": str(path), "sha256": _sha256(path)}
+        return {"tokens": int(path.stem.split("-")[1]), "path": str(path), "sha256": sha256_file(path)}
 
     def snapshot_file(self, name: str, tokens: int) -> Path | None:
         """The snapshot file `snapshot` describes, without hashing it (cheap: the
@@ -561,14 +561,6 @@ def _read_done(path: Path) -> dict | None:
     info = json.loads(path.read_text(encoding="utf-8"))
     info.pop("settings", None)
     return info
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def run_compare(cfg: CompareConfig, log=print, progress: bool = True, dry_run: bool = False, ready_only: bool = False) -> list[dict]:

@@ -30,7 +30,6 @@ its offset). Target tokens are the English sentencepiece pieces (pad as
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -41,7 +40,7 @@ import torch
 from data_prep.vocab import EOS, N_SPECIAL, PAD, Vocab
 from .decoding import MAX_LEN_A, MAX_LEN_B, Progress, cut_inputs, length_batches, max_output_len, strip_output
 from .errors import CheckpointError, ConfigError
-from .safe_io import check_replaceable_folder
+from .safe_io import check_replaceable_folder, sha256_file
 
 FORMAT = 1
 META = "mtmeta_export.json"
@@ -66,14 +65,6 @@ def source_token(global_id: int) -> str:
 def target_tokens(vocab: Vocab) -> list[str]:
     pieces = vocab.pieces()
     return list(SPECIAL_TOKENS) + pieces[N_SPECIAL:]
-
-
-def sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # --- export -----------------------------------------------------------------------
@@ -196,7 +187,7 @@ def _source_info(checkpoint: str | Path, state: dict) -> dict:
         files = read_manifest(checkpoint)["files"]
         return {"path": str(checkpoint), "release": True, "sha256": state["release"]["manifest_sha256"],
                 "bytes": sum(f["bytes"] for f in files.values())}
-    return {"path": str(checkpoint), "sha256": sha256(checkpoint), "bytes": Path(checkpoint).stat().st_size}
+    return {"path": str(checkpoint), "sha256": sha256_file(checkpoint), "bytes": Path(checkpoint).stat().st_size}
 
 
 def export_release(checkpoint: str | Path, output: str | Path, dtype: str = "float16", force: bool = False,
@@ -217,7 +208,7 @@ def export_release(checkpoint: str | Path, output: str | Path, dtype: str = "flo
     bundle_from_state(state, path)  # the weights must build the recorded model before anything is written
     ts = state.get("train_state") or state.get("snapshot") or {}
     provenance = {
-        "checkpoint": {"path": str(path), "sha256": sha256(path), "bytes": path.stat().st_size},
+        "checkpoint": {"path": str(path), "sha256": sha256_file(path), "bytes": path.stat().st_size},
         "step": ts.get("step"),
         "tokens": ts.get("tokens"),
         "train_seconds": ts.get("elapsed"),

@@ -42,7 +42,6 @@ the same kind of state.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -52,7 +51,7 @@ from pathlib import Path
 import torch
 
 from .errors import CheckpointError, ConfigError
-from .safe_io import check_replaceable_folder
+from .safe_io import check_replaceable_folder, sha256_file
 
 FORMAT = 1
 KIND = "mtmeta-release"
@@ -66,14 +65,6 @@ DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch
 CHECKPOINT_FORMAT = 1  # the state read_release returns is shaped like mtmeta.checkpoint's format 1
 SCORES_BEGIN = "<!-- scores:begin -->"
 SCORES_END = "<!-- scores:end -->"
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def is_release(path: str | Path) -> bool:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import io
 import json
 import os
@@ -47,6 +48,15 @@ class OutputError(MtmetaError):
 
 class BusyError(MtmetaError):
     """An output folder is locked by another run."""
+
+
+def sha256_file(path: str | Path) -> str:
+    """A file's SHA-256, read in 4 MiB chunks (checkpoints, released weights, hypotheses)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def os_reason(exc: BaseException) -> str:
