@@ -19,9 +19,10 @@ from pathlib import Path
 
 from data_prep.prepare import read_protected
 from data_prep.sources import read_lines
-from evaluation.claims import Claim, answer_claims, claims_markdown, ulr_tier
+from evaluation.claims import Claim, answer_claims, claims_markdown, option_pairs, tier_pairs, ulr_tier
 from mtmeta.compare_plan import option_scores, plan_size, snapshot_label, tier_rows
 from mtmeta.errors import DataError
+from mtmeta.safe_io import sha256_file
 from mtmeta.scoring import paired_bootstrap, write_json
 
 METRICS = (("bleu", "BLEU"), ("chrf", "chrF"), ("tok_bleu", "tok-BLEU"))
@@ -64,24 +65,50 @@ def references(cfg, row: dict) -> list[str]:
         raise
 
 
-def significance(cfg, rows: list[dict], results_dir: Path, tier: str = "headline", system: str = "", baseline: str = "") -> list[dict]:
+def paired_tests(cfg, pairs: list[tuple[dict, dict]], results_dir: Path, cache: dict | None = None) -> list[dict]:
+    """Paired bootstrap of each (system row, baseline row) on its test set.
+    A test in `cache` (an earlier significance.json) for the same two rows,
+    hypothesis files (by SHA-256) and sample count is reused: a row's
+    hypotheses never change once it is written, and every report would
+    otherwise spend ~5 s per test again."""
+    out = []
+    for sys_row, base_row in pairs:
+        hs, hb = results_dir / sys_row["hypotheses"], results_dir / base_row["hypotheses"]
+        shas = {"system": sha256_file(hs), "baseline": sha256_file(hb)}
+        test = (cache or {}).get(_cache_key(sys_row["id"], base_row["id"], cfg.bootstrap_samples, shas))
+        if test is None:
+            test = {"lang": sys_row["lang"], "seed": sys_row["seed"], "system": sys_row["id"], "baseline": base_row["id"],
+                    "hypotheses_sha256": shas,
+                    **paired_bootstrap(read_lines(hb), read_lines(hs), references(cfg, sys_row), samples=cfg.bootstrap_samples)}
+        out.append(test)
+    return out
+
+
+def _cache_key(system: str, baseline: str, samples: int, shas: dict) -> tuple:
+    return system, baseline, samples, shas["system"], shas["baseline"]
+
+
+def read_test_cache(path: Path) -> dict:
+    """The tests of an earlier significance.json, by `_cache_key` (empty when unreadable)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    out = {}
+    for tests in data.values() if isinstance(data, dict) else []:
+        for t in tests if isinstance(tests, list) else []:
+            if isinstance(t, dict) and isinstance(t.get("hypotheses_sha256"), dict):
+                out[_cache_key(t["system"], t["baseline"], t["samples"], t["hypotheses_sha256"])] = t
+    return out
+
+
+def significance(cfg, rows: list[dict], results_dir: Path, tier: str = "headline", system: str = "", baseline: str = "",
+                 cache: dict | None = None) -> list[dict]:
     """Paired bootstrap, system vs baseline (the recipe's unless given), per
     language and seed, on a tier's full-set cells (the headline: each
     strategy with its own chosen option)."""
-    system, baseline = system or cfg.system, baseline or cfg.baseline
-    out = []
-    cells = in_tier(cfg, rows, tier)
-    by = {(r["strategy"], r["lang"], r["seed"]): r for r in cells if r["size"] == cfg.full_size and r["draw"] == 0}
-    for (strategy, lang, seed), sys_row in sorted(by.items()):
-        if strategy != system or (baseline, lang, seed) not in by:
-            continue
-        base_row = by[(baseline, lang, seed)]
-        refs = references(cfg, sys_row)
-        hyp_s = read_lines(results_dir / sys_row["hypotheses"])
-        hyp_b = read_lines(results_dir / base_row["hypotheses"])
-        test = paired_bootstrap(hyp_b, hyp_s, refs, samples=cfg.bootstrap_samples)
-        out.append({"lang": lang, "seed": seed, "system": sys_row["id"], "baseline": base_row["id"], **test})
-    return out
+    pairs = tier_pairs(cfg, rows, tier, system or cfg.system, baseline or cfg.baseline)
+    return paired_tests(cfg, pairs, results_dir, cache)
 
 
 def _mark(tests: list[dict], lang: str, metric: str) -> str:
@@ -404,15 +431,17 @@ def plot_headline(cfg, rows: list[dict], path: Path) -> bool:
 
 def write_report(cfg, rows: list[dict], log=print) -> dict:
     results = Path(cfg.results)
-    tests = significance(cfg, rows, results)
+    cache = read_test_cache(results / "significance.json")
+    tests = significance(cfg, rows, results, cache=cache)
     found = ulr_tier(cfg)  # claim 5: the system beside its twin pre-trained without ULR
-    ulr_tests = significance(cfg, rows, results, tier=found[0], baseline=found[1]) if found else []
-    write_json({"tests": tests, "ulr_tests": ulr_tests}, results / "significance.json")
+    ulr_tests = significance(cfg, rows, results, tier=found[0], baseline=found[1], cache=cache) if found else []
+    option_tests = paired_tests(cfg, option_pairs(cfg, rows), results, cache)  # claim 3: emb_enc against its strongest rival
+    write_json({"tests": tests, "ulr_tests": ulr_tests, "option_tests": option_tests}, results / "significance.json")
     notes_path = results / "NOTES.md"
     notes = notes_path.read_text(encoding="utf-8") if notes_path.is_file() else ""
     summary = results / "summary.md"
     tmp = summary.with_name(summary.name + ".tmp")
-    claims = answer_claims(cfg, rows, tests, ulr_tests)
+    claims = answer_claims(cfg, rows, tests, ulr_tests, option_tests)
     tmp.write_text(summary_markdown(cfg, rows, tests, notes, claims), encoding="utf-8")
     tmp.replace(summary)
     plots = {}

@@ -83,7 +83,7 @@ def markdown_table(text: str, heading: str) -> dict[str, list[str]]:
     return rows
 
 
-def test_compare_miniature_grid(capsys, minipack: Path, tmp_path: Path) -> None:
+def test_compare_miniature_grid(capsys, monkeypatch, minipack: Path, tmp_path: Path) -> None:
     path = write(tmp_path, grid(tmp_path, minipack))
     assert main(["-q", "compare", str(path)]) == 0
     results = tmp_path / "results"
@@ -190,6 +190,22 @@ def test_compare_miniature_grid(capsys, minipack: Path, tmp_path: Path) -> None:
     (results / "summary.md").unlink()
     assert main(["-q", "compare", str(path), "--report-only"]) == 0
     assert (results / "summary.md").read_text(encoding="utf-8") == summary
+    # It reuses the bootstrap tests of significance.json (same rows, same hypothesis files) ...
+    import evaluation.compare_report as report
+
+    def no_bootstrap(*_a, **_k):
+        raise AssertionError("bootstrap run again")
+    monkeypatch.setattr(report, "paired_bootstrap", no_bootstrap)
+    assert main(["-q", "compare", str(path), "--report-only"]) == 0
+    assert (results / "summary.md").read_text(encoding="utf-8") == summary
+    # ... and tests a pair again when a hypothesis file is not the one tested.
+    hyp = results / sig[0]["system"].join(("hyps/", ".hyp"))
+    saved = hyp.read_bytes()
+    hyp.write_bytes(saved + b"x\n")
+    with pytest.raises(AssertionError, match="bootstrap run again"):
+        main(["-q", "compare", str(path), "--report-only"])
+    hyp.write_bytes(saved)
+    monkeypatch.undo()
     capsys.readouterr()
     assert main(["recipe", "run", str(path), "--dry-run"]) == 0
     assert "done  scratch.ro.all.n200.d0.s1" in capsys.readouterr().err
