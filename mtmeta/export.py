@@ -31,8 +31,6 @@ its offset). Target tokens are the English sentencepiece pieces (pad as
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import torch
@@ -40,7 +38,7 @@ import torch
 from data_prep.vocab import EOS, N_SPECIAL, PAD, Vocab
 from .decoding import MAX_LEN_A, MAX_LEN_B, Progress, cut_inputs, length_batches, max_output_len, strip_output
 from .errors import CheckpointError, ConfigError
-from .safe_io import check_replaceable_folder, sha256_file
+from .safe_io import check_replaceable_folder, sha256_file, staged_folder
 
 FORMAT = 1
 META = "mtmeta_export.json"
@@ -129,11 +127,8 @@ def export_ctranslate2(checkpoint: str | Path, output: str | Path, quantization:
         def _load(self):
             return spec
 
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
-        _Spec().convert(str(tmp), quantization=quantization)
+    with staged_folder(out) as tmp:  # check_replaceable_folder allowed `out`: new, empty or an earlier one
+        _Spec().convert(str(tmp), quantization=quantization, force=True)  # tmp exists (empty)
         emb = bundle.model.src_embed
         languages = {}
         for lang in bundle.languages():
@@ -163,16 +158,6 @@ def export_ctranslate2(checkpoint: str | Path, output: str | Path, quantization:
             "model_config": state["model_config"],
         }
         (tmp / META).write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        if out.exists():  # check_replaceable_folder allowed it: an earlier export, or empty
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
     log(f"exported {checkpoint} to {out} (CTranslate2 {meta['ctranslate2_version']}, {quantization}, {size / 1e6:.1f} MB, languages {', '.join(languages)})")
     return {"output": str(out), **{k: meta[k] for k in ("quantization", "ctranslate2_version", "source_checkpoint", "embedding", "languages")}}

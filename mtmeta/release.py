@@ -45,13 +45,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 
 import torch
 
 from .errors import CheckpointError, ConfigError
-from .safe_io import check_replaceable_folder, sha256_file
+from .safe_io import check_replaceable_folder, sha256_file, staged_folder
 
 FORMAT = 1
 KIND = "mtmeta-release"
@@ -161,11 +160,7 @@ def write_release(state: dict, output: str | Path, dtype: str = "float16", max_f
     for info in index.values():
         info["files"] = sorted({where[p] for p in info["parts"]})
 
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
+    with staged_folder(out) as tmp:  # check_replaceable_folder allowed `out`: new, empty or an earlier one
         roles: dict[str, str] = {}
         for fname, shard in zip(names, shards):
             torch.save({k: t.clone() for k, t in shard}, tmp / fname)  # clone: a split part would save its whole storage
@@ -209,22 +204,6 @@ def write_release(state: dict, output: str | Path, dtype: str = "float16", max_f
         if too_big:
             raise ConfigError(f"release: {', '.join(too_big)} larger than allowed ({max_file_bytes} bytes for weights, "
                               f"{MAX_FILE_BYTES} for any file)")
-        for f in tmp.iterdir():  # on disk before the rename publishes the folder
-            fd = os.open(f, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        if out.exists():  # check_replaceable_folder allowed it: an earlier release, or empty
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     total = sum(f["bytes"] for f in manifest["files"].values())
     log(f"released {out}: {len(names)} weight file(s), {dtype}, {total / 1e6:.1f} MB in all, languages {', '.join(config['languages'])}")
     return {"output": str(out), "dtype": dtype, "bytes": total, "parameters": config["parameters"],

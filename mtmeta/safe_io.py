@@ -29,6 +29,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import socket
 import stat
 import sys
@@ -117,6 +118,38 @@ def check_replaceable_folder(out: Path, force: bool, marker: str, what: str) -> 
         raise ConfigError(f"--output {out}: a non-empty folder that is not an mtmeta {what}; choose another --output")
     if not force:
         raise ConfigError(f"--output {out}: holds an earlier {what}; add --force to replace it")
+
+
+@contextlib.contextmanager
+def staged_folder(out: Path):
+    """Build a folder beside `out` and publish it whole. Yields an empty
+    temporary folder; when the block ends, its files are fsynced and it
+    takes the place of `out` (an earlier `out` is renamed away first and
+    deleted after); on any failure it is removed and `out` is left as it
+    was. Check first that `out` may be replaced (check_replaceable_folder)."""
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        for f in tmp.iterdir():  # on disk before the rename publishes the folder
+            if f.is_file():
+                fd = os.open(f, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def atomic_save(path: str | os.PathLike, write: Callable[[Path], None], what: str = "file", needed_bytes: int = 0) -> None:

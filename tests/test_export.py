@@ -21,7 +21,8 @@ from mtmeta.decoding import Progress, generate_ids, max_output_len
 
 ct2 = pytest.importorskip("ctranslate2")
 
-from mtmeta.export import export_ctranslate2, open_export, sha256  # noqa: E402
+from mtmeta.export import export_ctranslate2, open_export  # noqa: E402
+from mtmeta.safe_io import sha256_file  # noqa: E402
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -125,7 +126,7 @@ def degenerate_checkpoint(tmp_path_factory, tiny_checkpoint: Path) -> Path:
 def test_export_folder(exported: Path, adapted_checkpoint: Path) -> None:
     meta = json.loads((exported / "mtmeta_export.json").read_text())
     bundle, _ = load_bundle(adapted_checkpoint)
-    assert meta["source_checkpoint"]["sha256"] == sha256(adapted_checkpoint)
+    assert meta["source_checkpoint"]["sha256"] == sha256_file(adapted_checkpoint)
     assert set(meta["languages"]) == set(bundle.languages())
     for lang, info in meta["languages"].items():
         assert info["offset"] == bundle.src_offset(lang)
@@ -159,7 +160,7 @@ def test_cli_export_translate_evaluate(capsys, adapted_checkpoint: Path, prepare
     code, stdout, err = run_cli(capsys, "-q", "export", "--checkpoint", str(adapted_checkpoint), "--format", "ctranslate2",
                                 "--output", str(out), "--quantization", "float32")
     assert code == 0, err
-    assert json.loads(stdout)["source_checkpoint"]["sha256"] == sha256(adapted_checkpoint)
+    assert json.loads(stdout)["source_checkpoint"]["sha256"] == sha256_file(adapted_checkpoint)
     # Exporting again needs --force; a folder that is not an export is never replaced.
     one_error_line(*run_cli(capsys, "-q", "export", "--checkpoint", str(adapted_checkpoint), "--output", str(out))[::2], "--force")
     other = tmp_path / "other"

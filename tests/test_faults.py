@@ -135,6 +135,23 @@ def test_atomic_write_on_enospc(monkeypatch, tmp_path: Path) -> None:
     assert not (tmp_path / "run.json.tmp").exists()
 
 
+def test_staged_folder_publishes_whole_or_not_at_all(tmp_path: Path) -> None:
+    # A release or export folder: a failure while it is built leaves the earlier one as it
+    # was; success replaces it whole; nothing temporary is left either way.
+    out = tmp_path / "release"
+    out.mkdir()
+    (out / "weights.pt").write_text("old", encoding="utf-8")
+    with pytest.raises(OSError, match="disk full"):
+        with safe_io.staged_folder(out) as tmp:
+            (tmp / "weights.pt").write_text("half", encoding="utf-8")
+            raise OSError(errno.ENOSPC, "disk full")
+    assert [f.name for f in tmp_path.iterdir()] == ["release"] and (out / "weights.pt").read_text(encoding="utf-8") == "old"
+    with safe_io.staged_folder(out) as tmp:
+        (tmp / "weights.pt").write_text("new", encoding="utf-8")
+        assert (out / "weights.pt").read_text(encoding="utf-8") == "old"  # not published before the block ends
+    assert [f.name for f in tmp_path.iterdir()] == ["release"] and (out / "weights.pt").read_text(encoding="utf-8") == "new"
+
+
 def test_run_record_on_enospc(monkeypatch, tmp_path: Path) -> None:
     """Run records (done.json, results.json, forgetting.json) go through write_json."""
     from mtmeta.scoring import write_json
