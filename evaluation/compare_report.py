@@ -11,6 +11,7 @@ reference.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import statistics
@@ -111,6 +112,33 @@ def significance(cfg, rows: list[dict], results_dir: Path, tier: str = "headline
     return paired_tests(cfg, pairs, results_dir, cache)
 
 
+def seed_twins(cfg) -> list[tuple[str, str]]:
+    """(run, the same run with a later seed): pretrain entries equal but for
+    the seed and the budget (pre-training variance at a smaller budget)."""
+    def key(tr):
+        return dataclasses.asdict(dataclasses.replace(tr, seed=0, max_train_tokens=0, max_minutes=0.0, max_steps=0, output=""))
+    return [(a, b) for a, ta in cfg.pretrain.items() for b, tb in cfg.pretrain.items() if ta.seed < tb.seed and key(ta) == key(tb)]
+
+
+def seed_lines(cfg, rows: list[dict], strategies: list[str]) -> list[str]:
+    """How far a second pre-training seed alone moves each target's BLEU, for
+    the seed pairs adapted in these rows: the scale to read the other
+    differences of the same table against."""
+    L = []
+    for a, b in seed_twins(cfg):
+        if a not in strategies or b not in strategies:
+            continue
+        x = {r["lang"]: r["bleu"] for r in rows if r["strategy"] == a and r["seed"] == 1}
+        y = {r["lang"]: r["bleu"] for r in rows if r["strategy"] == b and r["seed"] == 1}
+        both = [lang for lang in cfg.targets if lang in x and lang in y]
+        if both:
+            diffs = [y[lang] - x[lang] for lang in both]
+            L.append(f"- Pre-training seed, {a} → {b} (the same run with pre-training seed {cfg.pretrain[b].seed}): BLEU "
+                     + ", ".join(f"{lang} {d:+.2f}" for lang, d in zip(both, diffs))
+                     + f"; mean absolute difference {statistics.fmean(abs(d) for d in diffs):.2f} BLEU.")
+    return L + [""] if L else []
+
+
 def _mark(tests: list[dict], lang: str, metric: str) -> str:
     """'*': system significantly better (p < 0.05) on every seed tested;
     '(-)': significantly worse on every seed; '' otherwise."""
@@ -197,7 +225,9 @@ def summary_markdown(cfg, rows: list[dict], tests: list[dict], notes: str = "", 
         L.append("Option per strategy, picked on validation, never on test: " + ", ".join(how) + ".")
         L.append(
             "Seeds vary the adaptation (new embeddings, batch order), not the pre-training: each strategy is pre-trained once, "
-            "so neither the std nor the bootstrap measures pre-training variance. A cell shows `(n=k)` while fewer seeds than planned are finished."
+            "so neither the std nor the bootstrap measures pre-training variance"
+            + (" (a second pre-training seed at a smaller budget: " + ", ".join(f"`{b}`" for _, b in seed_twins(cfg)) + ", below)" if seed_twins(cfg) else "")
+            + ". A cell shows `(n=k)` while fewer seeds than planned are finished."
         )
         L.append(f"`*` {cfg.system} significantly above {cfg.baseline} (paired bootstrap, p < 0.05) on every seed tested; `(-)` significantly below. "
                  "What a mark tests: whether these two adapted models would keep their order on other sentences like the test set's "
@@ -240,6 +270,7 @@ def summary_markdown(cfg, rows: list[dict], tests: list[dict], notes: str = "", 
                 L += [f"### {label}", ""]
                 L += table(trows, lambda r: r["strategy"], lambda r: r["lang"], metric, tier.strategies, langs)
                 L.append("")
+            L += seed_lines(cfg, trows, tier.strategies)
         elif len(tier.sizes) > 1:  # learning curves
             L += [f"## {tier.name}: BLEU / chrF by adapt-set size (mean ± std over draws)", ""]
             for metric, label in METRICS[:2]:

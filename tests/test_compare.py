@@ -227,10 +227,11 @@ def snapshot_grid(tmp_path: Path, minipack: Path) -> dict:
     data = grid(tmp_path, minipack)
     data["train"].update({"max_steps": 0, "max_train_tokens": 2400, "snapshot_tokens": 800})
     data["pretrain"]["multitask-small"] = {"strategy": "multitask", "max_train_tokens": 800}
+    data["pretrain"]["multitask-seed2"] = {"strategy": "multitask", "max_train_tokens": 800, "seed": 2}
     data["tiers"] = [
         {"name": "options", "strategies": ["multitask", "metanmt"], "tunes": ["all", "emb"], "sizes": [200]},
         {"name": "budget", "strategies": ["multitask", "metanmt"], "pretrain_tokens": [800, 1600], "sizes": [200]},
-        {"name": "ablations", "strategies": ["multitask", "multitask-small"], "pretrain_tokens": [800], "tunes": ["all"], "sizes": [200]},
+        {"name": "ablations", "strategies": ["multitask", "multitask-small", "multitask-seed2"], "pretrain_tokens": [800], "tunes": ["all"], "sizes": [200]},
     ]
     return data
 
@@ -243,7 +244,7 @@ def test_compare_snapshot_tiers(capsys, minipack: Path, tmp_path: Path) -> None:
     snap = {i: r for i, r in rows.items() if r["pretrain_tokens"]}
     best = {s: resolve_best(C.load_compare_yaml(path), list(rows.values()), s) for s in ("multitask", "metanmt")}
     expected = {f"{s}.ro.{best[s]}.n200.d0.s1.p{n}" for s in ("multitask", "metanmt") for n in ("800", "1600")}
-    expected |= {"multitask.ro.all.n200.d0.s1.p800", "multitask-small.ro.all.n200.d0.s1.p800"}
+    expected |= {"multitask.ro.all.n200.d0.s1.p800", "multitask-small.ro.all.n200.d0.s1.p800", "multitask-seed2.ro.all.n200.d0.s1.p800"}
     assert set(snap) == expected
     for r in snap.values():
         at = r["pretrain_snapshot"]["tokens"]
@@ -262,6 +263,11 @@ def test_compare_snapshot_tiers(capsys, minipack: Path, tmp_path: Path) -> None:
     table = markdown_table(summary.split("## budget")[1], "### BLEU")
     assert table["multitask ro"][1] == fmt([snap[f"multitask.ro.{best['multitask']}.n200.d0.s1.p1600"]["bleu"]])
     assert "## ablations: every strategy at 800 target tokens" in summary
+    # A second pre-training seed: how far the seed alone moves the score, beside the ablations.
+    s1, s2 = snap["multitask.ro.all.n200.d0.s1.p800"]["bleu"], snap["multitask-seed2.ro.all.n200.d0.s1.p800"]["bleu"]
+    assert (f"- Pre-training seed, multitask → multitask-seed2 (the same run with pre-training seed 2): BLEU ro {s2 - s1:+.2f}; "
+            f"mean absolute difference {abs(s2 - s1):.2f} BLEU.") in summary
+    assert snap["multitask-seed2.ro.all.n200.d0.s1.p800"]["pretrain"]["checkpoint_sha256"] != snap["multitask.ro.all.n200.d0.s1.p800"]["pretrain"]["checkpoint_sha256"]
     assert (results / "budget.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     last = sum(r["adapt_best_step"] == r["adapt_steps"] for r in rows.values())
     assert f"{len(rows)} adapted cells (step budget 3, " in summary
