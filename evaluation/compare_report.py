@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import logging
+import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -68,29 +70,34 @@ def references(cfg, row: dict) -> list[str]:
 
 def paired_tests(cfg, pairs: list[tuple[dict, dict]], results_dir: Path, cache: dict | None = None) -> list[dict]:
     """Paired bootstrap of each (system row, baseline row) on its test set.
-    A test in `cache` (an earlier significance.json) for the same two rows,
-    hypothesis files (by SHA-256) and sample count is reused: a row's
-    hypotheses never change once it is written, and every report would
-    otherwise spend ~5 s per test again."""
+    A test in `cache` (an earlier significance.json) is reused when all it
+    was computed from is the same: the two rows, their hypothesis files and
+    the references (by SHA-256), the BLEU signature, the sample count (the
+    resampling seed is fixed in mtmeta.scoring), and the rows' scores still
+    equal the ones it tested. Every report would otherwise spend ~5 s per
+    test again."""
     out = []
     for sys_row, base_row in pairs:
         hs, hb = results_dir / sys_row["hypotheses"], results_dir / base_row["hypotheses"]
-        shas = {"system": sha256_file(hs), "baseline": sha256_file(hb)}
-        test = (cache or {}).get(_cache_key(sys_row["id"], base_row["id"], cfg.bootstrap_samples, shas))
-        if test is None:
+        refs = references(cfg, sys_row)
+        inputs = {"system": sha256_file(hs), "baseline": sha256_file(hb),
+                  "references": hashlib.sha256("\n".join(refs).encode("utf-8")).hexdigest(),
+                  "signature": sys_row.get("bleu_signature"), "samples": cfg.bootstrap_samples}
+        test = (cache or {}).get(_cache_key(sys_row["id"], base_row["id"], inputs))
+        if test is None or any(test[m]["system"] != sys_row[m] or test[m]["baseline"] != base_row[m] for m in ("bleu", "chrf")):
             test = {"lang": sys_row["lang"], "seed": sys_row["seed"], "system": sys_row["id"], "baseline": base_row["id"],
-                    "hypotheses_sha256": shas,
-                    **paired_bootstrap(read_lines(hb), read_lines(hs), references(cfg, sys_row), samples=cfg.bootstrap_samples)}
+                    "inputs": inputs, **paired_bootstrap(read_lines(hb), read_lines(hs), refs, samples=cfg.bootstrap_samples)}
         out.append(test)
     return out
 
 
-def _cache_key(system: str, baseline: str, samples: int, shas: dict) -> tuple:
-    return system, baseline, samples, shas["system"], shas["baseline"]
+def _cache_key(system: str, baseline: str, inputs: dict) -> tuple:
+    return system, baseline, json.dumps(inputs, sort_keys=True)
 
 
 def read_test_cache(path: Path) -> dict:
-    """The tests of an earlier significance.json, by `_cache_key` (empty when unreadable)."""
+    """The tests of an earlier significance.json, by `_cache_key`; entries
+    of another shape (an older format) are left out, to be computed again."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -98,8 +105,11 @@ def read_test_cache(path: Path) -> dict:
     out = {}
     for tests in data.values() if isinstance(data, dict) else []:
         for t in tests if isinstance(tests, list) else []:
-            if isinstance(t, dict) and isinstance(t.get("hypotheses_sha256"), dict):
-                out[_cache_key(t["system"], t["baseline"], t["samples"], t["hypotheses_sha256"])] = t
+            try:
+                if isinstance(t["inputs"], dict) and all(isinstance(t[m][k], (int, float)) for m in ("bleu", "chrf") for k in ("system", "baseline")):
+                    out[_cache_key(t["system"], t["baseline"], t["inputs"])] = t
+            except (KeyError, TypeError):
+                continue
     return out
 
 
@@ -113,26 +123,34 @@ def significance(cfg, rows: list[dict], results_dir: Path, tier: str = "headline
 
 
 def seed_twins(cfg) -> list[tuple[str, str]]:
-    """(run, the same run with a later seed): pretrain entries equal but for
-    the seed and the budget (pre-training variance at a smaller budget)."""
+    """(reference run, the same run with a later seed): pretrain entries equal
+    but for the seed and the budget (pre-training variance at a smaller
+    budget). Each later-seed entry gets one reference: the first such entry
+    of the recipe with a lower seed."""
     def key(tr):
         return dataclasses.asdict(dataclasses.replace(tr, seed=0, max_train_tokens=0, max_minutes=0.0, max_steps=0, output=""))
-    return [(a, b) for a, ta in cfg.pretrain.items() for b, tb in cfg.pretrain.items() if ta.seed < tb.seed and key(ta) == key(tb)]
+    out = []
+    for b, tb in cfg.pretrain.items():
+        ref = next((a for a, ta in cfg.pretrain.items() if ta.seed < tb.seed and key(ta) == key(tb)), None)
+        if ref is not None:
+            out.append((ref, b))
+    return out
 
 
-def seed_lines(cfg, rows: list[dict], strategies: list[str]) -> list[str]:
+def seed_lines(cfg, rows: list[dict], tier) -> list[str]:
     """How far a second pre-training seed alone moves each target's BLEU, for
-    the seed pairs adapted in these rows: the scale to read the other
-    differences of the same table against."""
+    the seed pairs a tier adapts (full set, its first adaptation seed): the
+    scale to read the tier's other differences against."""
     L = []
     for a, b in seed_twins(cfg):
-        if a not in strategies or b not in strategies:
+        if a not in tier.strategies or b not in tier.strategies:
             continue
-        x = {r["lang"]: r["bleu"] for r in rows if r["strategy"] == a and r["seed"] == 1}
-        y = {r["lang"]: r["bleu"] for r in rows if r["strategy"] == b and r["seed"] == 1}
-        both = [lang for lang in cfg.targets if lang in x and lang in y]
+        bleu = {(r["strategy"], r["lang"]): r["bleu"] for r in rows
+                if r["strategy"] in (a, b) and r["seed"] == min(tier.seeds) and r["size"] == cfg.full_size and r["draw"] == 0
+                and isinstance(r.get("bleu"), (int, float)) and math.isfinite(r["bleu"])}
+        both = [lang for lang in cfg.targets if (a, lang) in bleu and (b, lang) in bleu]
         if both:
-            diffs = [y[lang] - x[lang] for lang in both]
+            diffs = [bleu[(b, lang)] - bleu[(a, lang)] for lang in both]
             L.append(f"- Pre-training seed, {a} → {b} (the same run with pre-training seed {cfg.pretrain[b].seed}): BLEU "
                      + ", ".join(f"{lang} {d:+.2f}" for lang, d in zip(both, diffs))
                      + f"; mean absolute difference {statistics.fmean(abs(d) for d in diffs):.2f} BLEU.")
@@ -270,7 +288,7 @@ def summary_markdown(cfg, rows: list[dict], tests: list[dict], notes: str = "", 
                 L += [f"### {label}", ""]
                 L += table(trows, lambda r: r["strategy"], lambda r: r["lang"], metric, tier.strategies, langs)
                 L.append("")
-            L += seed_lines(cfg, trows, tier.strategies)
+            L += seed_lines(cfg, trows, tier)
         elif len(tier.sizes) > 1:  # learning curves
             L += [f"## {tier.name}: BLEU / chrF by adapt-set size (mean ± std over draws)", ""]
             for metric, label in METRICS[:2]:

@@ -730,7 +730,7 @@ def progress_rows(path: str | Path, after: int = 0) -> list[str]:
     best = run.best()
     rows = []
     for v in run.validations:
-        if v["step"] <= after or not v["step"]:
+        if v["step"] <= after or not v["step"] or _value(v, ("tokens",)) is None:
             continue
         nll = _value(v, METRICS[0][1])
         bleu, chrf = _value(v, METRICS[1][1]), _value(v, METRICS[2][1])

@@ -124,10 +124,12 @@ def check_replaceable_folder(out: Path, force: bool, marker: str, what: str) -> 
 def staged_folder(out: Path):
     """Build a folder beside `out` and publish it whole. Yields an empty
     temporary folder; when the block ends, its files are fsynced and it
-    takes the place of `out` (an earlier `out` is renamed away first and
-    deleted after); on any failure it is removed and `out` is left as it
-    was. Check first that `out` may be replaced (check_replaceable_folder)."""
+    takes the place of `out` (an earlier `out` is renamed away first, put
+    back if the swap fails, and deleted after); on any failure the temporary
+    folder is removed and `out` is left as it was. Check first that `out`
+    may be replaced (check_replaceable_folder)."""
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
@@ -135,21 +137,21 @@ def staged_folder(out: Path):
         yield tmp
         for f in tmp.iterdir():  # on disk before the rename publishes the folder
             if f.is_file():
-                fd = os.open(f, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                _fsync_file(f)
         if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
             out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
+            try:
+                tmp.rename(out)
+            except BaseException:
+                old.rename(out)
+                raise
         else:
             tmp.rename(out)
+        _fsync_file(out.parent)  # the renames themselves
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    shutil.rmtree(old, ignore_errors=True)  # published: a leftover old copy is not a failure
 
 
 def atomic_save(path: str | os.PathLike, write: Callable[[Path], None], what: str = "file", needed_bytes: int = 0) -> None:

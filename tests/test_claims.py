@@ -202,3 +202,56 @@ def test_a_contradiction_needs_evidence_too(cfg) -> None:
     for t in ulr:
         t["bleu"]["p_value"] = 0.01 if t["lang"] != "ko" else 0.2
     assert answer_claims(cfg, rows, [], ulr, [])[4].answer == HOLDS
+
+
+def test_every_target_or_a_majority_as_each_claim_says(cfg) -> None:
+    rows = rows_for(cfg, paper_world)
+    head = tier_pairs(cfg, rows, "headline", "metanmt", "multitask")
+    options = option_pairs(cfg, rows)
+    ulr = tier_pairs(cfg, rows, "ablations", "metanmt", "metanmt-tables")
+
+    def records(pairs, significant_on):
+        out = significance_records(pairs, 0.2)
+        for t in out:
+            t["bleu"]["p_value"] = 0.01 if t["lang"] in significant_on else 0.2
+        return out
+    # Claims 1 and 3 need every target: four of five significant is not enough.
+    four = ("ro", "lv", "fi", "tr")
+    claims = answer_claims(cfg, rows, records(head, four), [], records(options, four))
+    assert claims[0].answer == UNSURE and "on every seed on ko" in claims[0].because
+    assert claims[2].answer == UNSURE
+    # Claim 3 against emb_enc needs every target as well: the rival significantly above on one is not enough.
+    below = records(options, ("ro",))
+    for t in below:  # emb_enc scored below its rival everywhere
+        t["bleu"]["system"], t["bleu"]["baseline"] = t["bleu"]["baseline"], t["bleu"]["system"]
+    assert answer_claims(cfg, rows, [], [], below)[2].answer == UNSURE
+    for t in below:  # ... and significantly above on every target: it does not hold
+        t["bleu"]["p_value"] = 0.01
+    assert answer_claims(cfg, rows, [], [], below)[2].answer == FAILS
+    # Claim 5 ("helps", in general): a majority one way and none the other.
+    def ulr_answer(above, below):
+        recs = records(ulr, above + below)
+        for t in recs:
+            if t["lang"] in below:
+                t["bleu"]["system"], t["bleu"]["baseline"] = t["bleu"]["baseline"], t["bleu"]["system"]
+        return answer_claims(cfg, rows, [], recs, [])[4]
+    assert ulr_answer(("ro", "lv", "fi"), ("ko",)).answer == UNSURE  # three above, one below
+    assert ulr_answer((), ("ko",)).answer == UNSURE  # one below is no majority
+    assert ulr_answer((), ("ro", "lv", "fi")).answer == FAILS
+
+
+def test_a_trend_needs_two_standard_errors_both_ways(cfg) -> None:
+    def noisy_trend(slope):
+        def bleu(cell) -> float:
+            x = paper_world(cell)
+            if cell.strategy == "metanmt":
+                x += (slope - 0.8) * math.log2(800 / cell.size) if cell.size else 0.0
+                x += {1: 2.0, 2: -2.0, 3: 0.0}[cell.draw] if cell.draw else 0.0
+            return x
+        return answer(cfg, rows_for(cfg, bleu))[1]
+    for slope in (0.8, -0.8):  # between 1 and 2 standard errors from zero
+        claim = noisy_trend(slope)
+        fit = "\n".join(claim.evidence).split("BLEU: ro: ")[1].split(";")[0]
+        b, two_se = float(fit.split(" ± ")[0]), float(fit.split(" ± ")[1])
+        assert two_se / 2 < abs(b) < two_se, fit
+        assert claim.answer == UNSURE, fit

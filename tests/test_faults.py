@@ -135,7 +135,7 @@ def test_atomic_write_on_enospc(monkeypatch, tmp_path: Path) -> None:
     assert not (tmp_path / "run.json.tmp").exists()
 
 
-def test_staged_folder_publishes_whole_or_not_at_all(tmp_path: Path) -> None:
+def test_staged_folder_publishes_whole_or_not_at_all(monkeypatch, tmp_path: Path) -> None:
     # A release or export folder: a failure while it is built leaves the earlier one as it
     # was; success replaces it whole; nothing temporary is left either way.
     out = tmp_path / "release"
@@ -149,6 +149,18 @@ def test_staged_folder_publishes_whole_or_not_at_all(tmp_path: Path) -> None:
     with safe_io.staged_folder(out) as tmp:
         (tmp / "weights.pt").write_text("new", encoding="utf-8")
         assert (out / "weights.pt").read_text(encoding="utf-8") == "old"  # not published before the block ends
+    assert [f.name for f in tmp_path.iterdir()] == ["release"] and (out / "weights.pt").read_text(encoding="utf-8") == "new"
+    # The swap itself fails after the earlier folder was moved aside: it is put back.
+    real_rename = Path.rename
+
+    def failing_rename(self, target):
+        if ".tmp-" in self.name:
+            raise OSError(errno.EXDEV, "cross-device link")
+        return real_rename(self, target)
+    monkeypatch.setattr(Path, "rename", failing_rename)
+    with pytest.raises(OSError, match="cross-device"):
+        with safe_io.staged_folder(out) as tmp:
+            (tmp / "weights.pt").write_text("newer", encoding="utf-8")
     assert [f.name for f in tmp_path.iterdir()] == ["release"] and (out / "weights.pt").read_text(encoding="utf-8") == "new"
 
 
