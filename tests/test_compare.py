@@ -380,7 +380,7 @@ def test_ready_only_runs_beside_a_pretraining_still_going(capsys, minipack: Path
     scratch cells and multitask's snapshot cells only; the full run later adds
     the rest and keeps those rows."""
     data = snapshot_grid(tmp_path, minipack)
-    del data["pretrain"]["multitask-small"]
+    del data["pretrain"]["multitask-small"], data["pretrain"]["multitask-seed2"]
     data["tiers"] = [
         {"name": "options", "strategies": ["multitask", "metanmt"], "tunes": ["all", "emb"], "sizes": [200]},
         {"name": "budget", "strategies": ["multitask", "metanmt"], "pretrain_tokens": [800, 1600], "tunes": ["all"], "sizes": [200]},
