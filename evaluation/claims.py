@@ -40,7 +40,7 @@ class Claim:
     evidence: list[str] = field(default_factory=list)  # markdown lines
 
 
-def _finite(x) -> bool:
+def finite_score(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
@@ -71,18 +71,17 @@ def _tier(cfg, name: str):
 
 def _full_rows(cfg, rows: list[dict]) -> list[dict]:
     """Full-set cells with a score (a missing or non-finite BLEU counts as unfinished)."""
-    return [r for r in rows if r["size"] == cfg.full_size and r["draw"] == 0 and _finite(r.get("bleu"))]
+    return [r for r in rows if r["size"] == cfg.full_size and r["draw"] == 0 and finite_score(r.get("bleu"))]
 
 
 def _by_seed(rows: list[dict], strategy: str, lang: str) -> dict[int, dict]:
     return {r["seed"]: r for r in rows if r["strategy"] == strategy and r["lang"] == lang}
 
 
-def _significant(tests: list[dict], lang: str, direction: int, system: str = "", baseline: str = "") -> bool:
+def _significant(tests: list[dict], lang: str, direction: int) -> bool:
     """System significantly above (direction 1) / below (-1) the baseline on
-    BLEU on every seed tested for `lang` (tests of these two row-id prefixes
-    only, when given)."""
-    ts = [t for t in tests if t["lang"] == lang and t["system"].startswith(system) and t["baseline"].startswith(baseline)]
+    BLEU on every seed tested for `lang`."""
+    ts = [t for t in tests if t["lang"] == lang]
     return bool(ts) and all(
         t["bleu"]["p_value"] < 0.05 and (t["bleu"]["system"] - t["bleu"]["baseline"]) * direction > 0 for t in ts
     )
@@ -168,7 +167,7 @@ def claim_gap_widens(cfg, rows: list[dict], tests: list[dict]) -> Claim:
     if not langs:
         return Claim(2, text, UNSURE, "the recipe has no learning-curve tier.")
     by_tier = tier_rows(cfg, rows)
-    curve_rows = [r for r in {r["id"]: r for t in tiers for r in by_tier.get(t.name, [])}.values() if _finite(r.get("bleu"))]
+    curve_rows = [r for r in {r["id"]: r for t in tiers for r in by_tier.get(t.name, [])}.values() if finite_score(r.get("bleu"))]
     # Paired gaps: the two strategies adapted on the same draw of sentences with the same seed.
     # The trend is fitted over subsets of the adapt set (0 < size <= full): zero-shot is not a
     # size on that scale, and sets above it add other data (adapt-extra): both shown, not fitted.
@@ -221,35 +220,38 @@ def _option_tiers(cfg):
     return [t for t in cfg.tiers if len(t.tunes) > 1 and not t.pretrain_tokens and EMB_ENC in t.tunes]
 
 
-def _option_test_means(cfg, rows: list[dict], strategy: str) -> dict[str, dict[str, float]]:
-    """tune -> {target: test BLEU} of a strategy's option cells (first seed)."""
+def _option_rows(cfg, rows: list[dict], strategy: str) -> dict[tuple[str, str], dict]:
+    """(tune, target) -> the strategy's option cell (full set, the tier's first seed)."""
     by_tier = tier_rows(cfg, rows)
+    return {(r["tune"], r["lang"]): r for t in _option_tiers(cfg) if strategy in t.strategies
+            for r in _full_rows(cfg, by_tier.get(t.name, [])) if r["strategy"] == strategy and r["seed"] == min(t.seeds)}
+
+
+def _option_test_means(cfg, rows: list[dict], strategy: str) -> dict[str, dict[str, float]]:
+    """tune -> {target: test BLEU} of a strategy's option cells."""
     out: dict[str, dict[str, float]] = defaultdict(dict)
-    for t in _option_tiers(cfg):
-        if strategy not in t.strategies:
-            continue
-        for r in _full_rows(cfg, by_tier.get(t.name, [])):
-            if r["strategy"] == strategy and r["seed"] == min(t.seeds):
-                out[r["tune"]][r["lang"]] = r["bleu"]
+    for (tune, lang), r in _option_rows(cfg, rows, strategy).items():
+        out[tune][lang] = r["bleu"]
     return out
+
+
+def _rival(valid: dict[str, float]) -> str | None:
+    """The strongest option besides emb_enc: the best mean validation score (as the
+    headline picks options: on validation, so the test set only tests)."""
+    others = [t for t in valid if t != EMB_ENC]
+    return max(others, key=valid.get) if EMB_ENC in valid and others else None
 
 
 def option_pairs(cfg, rows: list[dict]) -> list[tuple[dict, dict]]:
     """(emb_enc row, strongest other option's row) per strategy and target,
-    once every option cell of the strategy has finished; the strongest other
-    option is the one with the best mean validation score (as the headline
-    picks options: on validation, so the test set only tests)."""
+    once every option cell of the strategy has finished (`_rival`)."""
     pairs = []
     for s in dict.fromkeys(x for t in _option_tiers(cfg) for x in t.strategies if x != "scratch"):
-        valid = option_scores(cfg, rows, s)
-        bleu = _option_test_means(cfg, rows, s)
-        others = [t for t in valid if t != EMB_ENC]
-        if EMB_ENC not in valid or EMB_ENC not in bleu or not others:
-            continue
-        rival = max(others, key=valid.get)
-        cells = {(r["tune"], r["lang"]): r for r in _full_rows(cfg, rows) if r["strategy"] == s and not r.get("pretrain_tokens")
-                 and r["seed"] == min(x for t in _option_tiers(cfg) if s in t.strategies for x in t.seeds)}
-        pairs += [(cells[(EMB_ENC, lang)], cells[(rival, lang)]) for lang in sorted(bleu[EMB_ENC]) if (rival, lang) in cells]
+        rival = _rival(option_scores(cfg, rows, s))
+        cells = _option_rows(cfg, rows, s)
+        if rival is not None:
+            pairs += [(cells[(EMB_ENC, lang)], cells[(rival, lang)]) for tune, lang in sorted(cells)
+                      if tune == EMB_ENC and (rival, lang) in cells]
     return pairs
 
 
@@ -271,7 +273,7 @@ def claim_emb_enc_best(cfg, rows: list[dict], option_tests: list[dict]) -> Claim
         if not valid or not tests or {t["lang"] for t in tests} != set(langs):
             per[s] = None
             continue
-        rivals[s] = tests[0]["baseline"].split(".")[2]  # the row id's tune part
+        rivals[s] = _rival(valid)
         above = all(_significant(tests, x, 1) for x in langs)
         below = all(_significant(tests, x, -1) for x in langs)
         per[s] = HOLDS if above else FAILS if below else UNSURE

@@ -15,14 +15,13 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
 
 from data_prep.prepare import read_protected
 from data_prep.sources import read_lines
-from evaluation.claims import Claim, answer_claims, claims_markdown, option_pairs, tier_pairs, ulr_tier
+from evaluation.claims import Claim, answer_claims, claims_markdown, finite_score, option_pairs, tier_pairs, ulr_tier
 from mtmeta.compare_plan import option_scores, plan_size, snapshot_label, tier_rows
 from mtmeta.errors import DataError
 from mtmeta.safe_io import sha256_file
@@ -147,7 +146,7 @@ def seed_lines(cfg, rows: list[dict], tier) -> list[str]:
             continue
         bleu = {(r["strategy"], r["lang"]): r["bleu"] for r in rows
                 if r["strategy"] in (a, b) and r["seed"] == min(tier.seeds) and r["size"] == cfg.full_size and r["draw"] == 0
-                and isinstance(r.get("bleu"), (int, float)) and math.isfinite(r["bleu"])}
+                and finite_score(r.get("bleu"))}
         both = [lang for lang in cfg.targets if (a, lang) in bleu and (b, lang) in bleu]
         if both:
             diffs = [bleu[(b, lang)] - bleu[(a, lang)] for lang in both]
@@ -234,6 +233,7 @@ def summary_markdown(cfg, rows: list[dict], tests: list[dict], notes: str = "", 
     head = in_tier(cfg, rows, "headline")
     if head:
         tunes = {r["strategy"]: r["tune"] for r in head}
+        twins = seed_twins(cfg)
         seeds = max((len(t.seeds) for t in cfg.tiers if t.name == "headline"), default=1)
         L += [f"## Headline: {cfg.full_size} sentences, each strategy's best option (mean ± std over {seeds} adaptation seeds)", ""]
         how = []
@@ -244,7 +244,7 @@ def summary_markdown(cfg, rows: list[dict], tests: list[dict], notes: str = "", 
         L.append(
             "Seeds vary the adaptation (new embeddings, batch order), not the pre-training: each strategy is pre-trained once, "
             "so neither the std nor the bootstrap measures pre-training variance"
-            + (" (a second pre-training seed at a smaller budget: " + ", ".join(f"`{b}`" for _, b in seed_twins(cfg)) + ", below)" if seed_twins(cfg) else "")
+            + (" (a second pre-training seed at a smaller budget: " + ", ".join(f"`{b}`" for _, b in twins) + ", below)" if twins else "")
             + ". A cell shows `(n=k)` while fewer seeds than planned are finished."
         )
         L.append(f"`*` {cfg.system} significantly above {cfg.baseline} (paired bootstrap, p < 0.05) on every seed tested; `(-)` significantly below. "
