@@ -235,9 +235,10 @@ def plot_curves(runs: list[RunLog], budgets: dict[str, int], path: str | Path, t
         if max(x for x in first if x is not None) > top + (top - low):
             for ax in axes[0]:
                 ax.set_ylim(low - 0.08 * (top - low), top + 0.12 * (top - low))
-            off = ", ".join(f"{r.name} {_value(r.validations[0], METRICS[0][1]):.2f} at update {r.validations[0]['step']:,}" for r in runs
-                            if r.validations and _value(r.validations[0], METRICS[0][1]) is not None)
-            axes[0][1].annotate(f"first validation, off scale: {off}", xy=(0.99, 0.97),
+            # one run per line: a single line outgrows the axes once there are several runs
+            off = "\n".join(f"{r.name} {_value(r.validations[0], METRICS[0][1]):.2f} at update {r.validations[0]['step']:,}" for r in runs
+                             if r.validations and _value(r.validations[0], METRICS[0][1]) is not None)
+            axes[0][1].annotate(f"first validation, off scale:\n{off}", xy=(0.99, 0.97),
                                 xycoords="axes fraction", ha="right", va="top", fontsize=8, color="0.35")
     axes[0][0].set_title("against target tokens (the shared budget)")
     axes[0][1].set_title("against updates")
