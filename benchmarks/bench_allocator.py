@@ -4,6 +4,7 @@ all 18 source languages of a prepared folder (bf16 where the CPU has it),
 each allocator in its own process, alternating, several rounds.
 
     python -m benchmarks.bench_allocator --data work/prepared-ulr --steps 30 --rounds 2 --out results/speed/allocator.json
+    LD_PRELOAD=.../libjemalloc.so.2 MALLOC_CONF=... python -m benchmarks.bench_allocator --memory --steps 100   # memory over a run
 
 Speed only: 30 steps do not show memory growth, which under this jemalloc
 setting is unbounded in a real run (results/speed/README.md).
@@ -42,10 +43,16 @@ def find_jemalloc() -> str | None:
 def loaded() -> str:
     return "jemalloc" if "libjemalloc" in Path("/proc/self/maps").read_text() else "system"
 
+
+def rss_mb() -> int:
+    return int(next(x for x in open("/proc/self/status") if x.startswith("VmRSS")).split()[1]) // 1024
+
+
 LANGS = "bg cs da de el es et fr hu it lt nl pl pt ru sk sl sv".split()
 
 
-def child(data: str, steps: int, strategy: str) -> dict:
+def setup(data: str, strategy: str):
+    """(bundle, engine) on the cpu preset with ULR and every source language of `data`, 1 thread."""
     import torch
 
     import benchmarks.bench_train as B
@@ -57,18 +64,51 @@ def child(data: str, steps: int, strategy: str) -> dict:
     bundle, strat = B.build(data, "cpu", "ulr", strategy, 4000)
     hw = hardware.setup("cpu", "auto", 1)
     settings = C.TrainConfig(lr=5e-4, warmup_steps=100, max_steps=10**9, validate_every=0, save_every=0)
-    with tempfile.TemporaryDirectory() as tmp:
-        engine = Engine(bundle, strat, settings, tmp, log=lambda *_: None, progress=False, hardware=hw)
-        for _ in range(5):  # caches and the allocator warm
-            engine.train_one_step()
-        r0, t0, tokens, losses = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter(), 0, []
-        for _ in range(steps):
-            out = engine.train_one_step()
-            tokens += out["ntokens"]
-            losses.append(float(out["loss"]))
-        seconds, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
+    tmp = tempfile.mkdtemp(prefix="bench_allocator-")  # the engine writes nothing here: validate/save off
+    return bundle, Engine(bundle, strat, settings, tmp, log=lambda *_: None, progress=False, hardware=hw), hw
+
+
+def memory(data: str, steps: int, strategy: str) -> None:
+    """Memory over `steps` steps with one source-language validation after
+    step 20, as the long runs validate, under this process's allocator (start
+    it with LD_PRELOAD / MALLOC_CONF): a JSON line every 10 steps; stops past 12 GB."""
+    import torch
+
+    from mtmeta.data import PairData
+    from mtmeta.validation import Validator
+
+    bundle, engine, _ = setup(data, strategy)
+    validator = Validator({lang: PairData.load(f"{data}/data/{lang}-en/valid.npz") for lang in bundle.languages()}, 180)
+    t0, tokens = time.perf_counter(), 0
+    for i in range(steps):
+        if i == 20:
+            bundle.model.eval()
+            with torch.no_grad():
+                nll = validator.evaluate(bundle)["valid_nll"]
+            bundle.model.train()
+            print("validated", round(nll, 3), "rss", rss_mb(), flush=True)
+        tokens += engine.train_one_step()["ntokens"]
+        if i % 10 == 9:
+            print(json.dumps({"alloc": loaded(), "conf": os.environ.get("MALLOC_CONF", ""), "step": i + 1, "rss_mb": rss_mb(),
+                              "tok_s": round(tokens / (time.perf_counter() - t0)),
+                              "kernel_s": round(resource.getrusage(resource.RUSAGE_SELF).ru_stime, 1)}), flush=True)
+            if rss_mb() > 12000:
+                print("RSS over 12 GB: stopped")
+                return
+
+
+def child(data: str, steps: int, strategy: str) -> dict:
+    bundle, engine, hw = setup(data, strategy)
+    for _ in range(5):  # caches and the allocator warm
+        engine.train_one_step()
+    r0, t0, tokens, losses = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter(), 0, []
+    for _ in range(steps):
+        out = engine.train_one_step()
+        tokens += out["ntokens"]
+        losses.append(float(out["loss"]))
+    seconds, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
     return {
-        "allocator": loaded(), "languages": len(B.LANGS), "strategy": strategy, "precision": "bf16" if hw.bf16 else "fp32",
+        "allocator": loaded(), "languages": len(bundle.languages()), "strategy": strategy, "precision": "bf16" if hw.bf16 else "fp32",
         "steps": steps, "tokens": tokens, "tokens_per_s": round(tokens / seconds),
         "user_s": round(r1.ru_utime - r0.ru_utime, 1), "kernel_s": round(r1.ru_stime - r0.ru_stime, 1),
         "minor_faults": r1.ru_minflt - r0.ru_minflt, "peak_rss_mb": r1.ru_maxrss // 1024,
@@ -83,8 +123,12 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--strategy", choices=["metanmt", "multitask"], default="metanmt")
     p.add_argument("--out", default="")
+    p.add_argument("--memory", action="store_true", help="memory over --steps steps with a validation, in this process (its allocator)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.memory:
+        memory(args.data, args.steps, args.strategy)
+        return
     if args.child:
         print(json.dumps(child(args.data, args.steps, args.strategy)))
         return
