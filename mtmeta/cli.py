@@ -490,6 +490,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.func in LONG_COMMANDS:
+            if argv is None:  # a process of its own, not a call from Python: the allocator can still be chosen
+                from .allocator import reexec_with_jemalloc
+
+                reexec_with_jemalloc()
             load_all_code()
         code = args.func(args)
         flush_stdout()  # checked: output that never reached stdout is an error, not exit 0

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from .allocator import active as allocator_in_use
 from .config import DEVICES, PRECISIONS
 from .errors import ConfigError
 
@@ -94,7 +95,7 @@ class Hardware:
             where = f"cuda ({torch.cuda.get_device_name(self.device)})"
         else:
             kind = cpu_bf16_kind()
-            where = f"cpu ({self.threads} thread{'s' if self.threads != 1 else ''}{', ' + kind if kind else ''})"
+            where = f"cpu ({self.threads} thread{'s' if self.threads != 1 else ''}{', ' + kind if kind else ''}, {allocator_in_use()} allocator)"
         return f"device {where}, precision {'bf16 autocast, fp32 master weights' if self.bf16 else 'fp32'}"
 
 
