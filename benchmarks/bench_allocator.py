@@ -6,8 +6,11 @@ each allocator in its own process, alternating, several rounds.
     python -m benchmarks.bench_allocator --data work/prepared-ulr --steps 30 --rounds 2 --out results/speed/allocator.json
     LD_PRELOAD=.../libjemalloc.so.2 MALLOC_CONF=... python -m benchmarks.bench_allocator --memory --steps 100   # memory over a run
 
-Speed only: 30 steps do not show memory growth, which under this jemalloc
-setting is unbounded in a real run (results/speed/README.md).
+Speed only: 30 steps do not show memory growth; `--memory` does (it is how
+the unbounded growth without `lg_extent_max_active_fit:20` was found,
+results/speed/README.md). The jemalloc settings are the CLI's own
+(mtmeta/allocator.py); the committed allocator_*.json of session 13 record
+the settings they ran with.
 
 Each child reports target tokens/s, user and kernel CPU seconds, minor page
 faults, its peak memory, and the sum of its losses and parameters: equal
@@ -26,22 +29,8 @@ import sys
 import tempfile
 import time
 
-from pathlib import Path
 
-# Never return freed pages to the kernel. Fast, but unbounded: see results/speed/README.md
-# (a real run grew to 21 GB and was killed). This benchmark measures the speed side only.
-JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
-
-
-def find_jemalloc() -> str | None:
-    for folder in ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib"):
-        if (Path(folder) / "libjemalloc.so.2").is_file():
-            return str(Path(folder) / "libjemalloc.so.2")
-    return None
-
-
-def loaded() -> str:
-    return "jemalloc" if "libjemalloc" in Path("/proc/self/maps").read_text() else "system"
+from mtmeta.allocator import JEMALLOC_CONF, active as loaded, find_jemalloc  # what the CLI itself uses
 
 
 def rss_mb() -> int:
