@@ -29,7 +29,6 @@ import sys
 import tempfile
 import time
 
-
 from mtmeta.allocator import JEMALLOC_CONF, active as loaded, find_jemalloc  # what the CLI itself uses
 
 
